@@ -1,0 +1,154 @@
+"""Checkpoints: model.safetensors plus config.json, written atomically, loaded without pickle.
+
+A checkpoint holds everything needed to rebuild the policy and its environment: the
+network spec, env id, observation shape and dtype, number of actions, package version and
+step. Loading never unpickles, and a bad checkpoint is one clear QnormError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import qnorm
+from qnorm import QNetworkSpec, QnormError, build_q_network
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Policy:
+    """A Q-network rebuilt from a checkpoint, with what it was trained on."""
+
+    network: nn.Module
+    spec: QNetworkSpec
+    env_id: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    step: int
+    metadata: dict
+    path: Path
+
+
+def checkpoint_metadata(
+    spec: QNetworkSpec, env_id: str, obs_shape, obs_dtype: str, step: int, train_config: dict
+) -> dict:
+    """The config.json content of a checkpoint."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "qnorm_version": qnorm.__version__,
+        "env_id": env_id,
+        "observation_shape": list(obs_shape),
+        "observation_dtype": obs_dtype,
+        "num_actions": spec.num_actions,
+        "norm": spec.norm,
+        "network": spec.to_dict(),
+        "step": int(step),
+        "train_config": train_config,
+    }
+
+
+def save_checkpoint(directory: str | Path, network: nn.Module, metadata: dict) -> Path:
+    """Write the checkpoint to a temporary sibling, then rename it into place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        save_file(tensors, tmp / MODEL_FILE, metadata={"format": "qnorm"})
+        write_json(tmp / CONFIG_FILE, metadata)
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Swap ``new`` in at ``final``; an older checkpoint there is removed only afterwards."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory from a checkpoint path or a run directory (its final one)."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).exists():
+        return path
+    final = path / "checkpoints" / "final"
+    if final.is_dir():
+        return final
+    if not path.exists():
+        raise QnormError(f"no checkpoint or run directory at {path}")
+    raise QnormError(f"{path} holds no checkpoint ({MODEL_FILE} and {CONFIG_FILE})")
+
+
+def read_metadata(directory: Path) -> dict:
+    """The checkpoint's config.json, checked for its format version."""
+    config_path = directory / CONFIG_FILE
+    try:
+        metadata = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise QnormError(f"checkpoint config {config_path} is unreadable: {exc}") from None
+    if not isinstance(metadata, dict) or "format_version" not in metadata:
+        raise QnormError(f"{config_path} is not a qnorm checkpoint config")
+    version = metadata["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise QnormError(
+            f"checkpoint format version {version} is newer than this qnorm reads "
+            f"({FORMAT_VERSION}); upgrade qnorm"
+        )
+    return metadata
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild the policy network of a checkpoint or run directory, in eval mode."""
+    directory = resolve_checkpoint_dir(path)
+    metadata = read_metadata(directory)
+    try:
+        spec = QNetworkSpec.from_dict(metadata["network"])
+        env_id = str(metadata["env_id"])
+        obs_shape = tuple(int(d) for d in metadata["observation_shape"])
+        obs_dtype, step = str(metadata["observation_dtype"]), int(metadata["step"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QnormError(
+            f"{directory / CONFIG_FILE} lacks a field or has a bad one: {exc}"
+        ) from None
+    network = build_q_network(spec)
+    model_path = directory / MODEL_FILE
+    try:
+        state = load_file(model_path, device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise QnormError(f"{model_path} is missing, truncated or corrupt: {exc}") from None
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise QnormError(f"{model_path} does not fit its config: {first}") from None
+    network = network.to(device).eval()
+    network.requires_grad_(False)
+    return Policy(network, spec, env_id, obs_shape, obs_dtype, step, metadata, directory)

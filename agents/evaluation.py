@@ -1,0 +1,99 @@
+"""Greedy evaluation of a policy network on fresh episodes, optionally recorded to video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from torch import nn
+
+from agents.checkpoint import Policy, load_policy
+from agents.envs import make_env
+from qnorm import QnormError, fold_batchnorm, greedy_action
+
+
+@dataclass
+class EvalResult:
+    """Returns and lengths of evaluation episodes."""
+
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean_return(self) -> float:
+        """The mean episodic return."""
+        return float(np.mean(self.returns))
+
+    @property
+    def std_return(self) -> float:
+        """The standard deviation of episodic returns."""
+        return float(np.std(self.returns))
+
+
+def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> EvalResult:
+    """Play ``episodes`` greedy episodes; the first reset is seeded, so runs are repeatable."""
+    returns, lengths = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(greedy_action(net, obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return EvalResult(returns, lengths)
+
+
+def check_env_matches(env: gym.Env, obs_shape: tuple[int, ...], num_actions: int) -> None:
+    """Raise a clear error if ``env``'s spaces differ from those the policy was trained on."""
+    env_shape = tuple(env.observation_space.shape)
+    env_actions = int(env.action_space.n)
+    if env_shape != tuple(obs_shape) or env_actions != num_actions:
+        raise QnormError(
+            f"{env.spec.id if env.spec else 'the env'} has observations {env_shape} and "
+            f"{env_actions} actions, but the policy was trained on {tuple(obs_shape)} and "
+            f"{num_actions}"
+        )
+
+
+def make_eval_env(env_id: str, video_dir: str | Path | None = None) -> gym.Env:
+    """An env for evaluation; with ``video_dir`` every episode is recorded to mp4 there."""
+    if video_dir is None:
+        return make_env(env_id)
+    try:
+        import moviepy  # noqa: F401  (gymnasium's recorder needs it)
+    except ImportError:
+        raise QnormError("recording video needs moviepy: pip install 'qnorm[video]'") from None
+    env = make_env(env_id, render_mode="rgb_array")
+    return gym.wrappers.RecordVideo(
+        env,
+        str(video_dir),
+        episode_trigger=lambda _: True,
+        name_prefix="eval",
+        disable_logger=True,
+    )
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    env_id: str | None = None,
+    video_dir: str | Path | None = None,
+    fold: bool = True,
+) -> tuple[Policy, EvalResult]:
+    """Load a checkpoint (or a run's final one) and play greedy episodes on its env."""
+    if episodes < 1:
+        raise QnormError(f"episodes must be positive, got {episodes}")
+    policy = load_policy(path)
+    net = fold_batchnorm(policy.network) if fold else policy.network
+    env = make_eval_env(env_id or policy.env_id, video_dir)
+    try:
+        check_env_matches(env, policy.obs_shape, policy.spec.num_actions)
+        return policy, run_episodes(net, env, episodes, seed)
+    finally:
+        env.close()

@@ -1,0 +1,245 @@
+"""The training loop: collect with epsilon-greedy acting, learn from replay, log, evaluate, save.
+
+Step counting follows Stable-Baselines3's DQN: ``train_freq`` counts steps of the vector
+env, ``learning_starts`` and ``target_update_interval`` count environment steps, and the
+target is synced every ``target_update_interval // num_envs`` vector steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.checkpoint import checkpoint_metadata, save_checkpoint
+from agents.config import TrainConfig, validate
+from agents.dqn import DQNAgent, UpdateStats
+from agents.envs import make_env, make_vector_env, obs_dtype_name
+from agents.evaluation import run_episodes
+from agents.replay import ReplayBuffer
+from agents.run_dir import create_run_dir
+from agents.schedules import linear_epsilon
+from agents.tb_logger import RunLogger
+from qnorm import QNetworkSpec, QnormError
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run wrote its outputs, and how its evaluations went."""
+
+    run_dir: Path
+    final_checkpoint: Path
+    best_checkpoint: Path | None
+    evaluations: list[tuple[int, float]] = field(default_factory=list)  # (step, mean return)
+    global_step: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise QnormError("device 'cuda' was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def network_spec(config: TrainConfig, obs_dim: int, num_actions: int) -> QNetworkSpec:
+    """The Q-network spec for this config and env."""
+    net = config.network
+    return QNetworkSpec(
+        obs_dim=obs_dim,
+        num_actions=num_actions,
+        hidden_sizes=net.hidden_sizes,
+        activation=net.activation,
+        norm=net.norm,
+        placement=net.norm_placement,
+        input_norm=net.input_norm,
+        dueling=net.dueling,
+    )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Check everything, then train; nothing is written until every check has passed."""
+    validate(config)
+    device = resolve_device(config.run.device)
+    envs = make_vector_env(config.run.env_id, config.run.num_envs)
+    try:
+        space = envs.single_observation_space
+        spec = network_spec(config, int(np.prod(space.shape)), int(envs.single_action_space.n))
+        torch.set_num_threads(config.run.torch_threads)
+        agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
+        eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
+        run_dir = create_run_dir(config)
+        return Trainer(config, envs, eval_env, agent, run_dir).run()
+    finally:
+        envs.close()
+
+
+class Trainer:
+    """One run's loop and bookkeeping."""
+
+    def __init__(self, config: TrainConfig, envs, eval_env, agent: DQNAgent, run_dir: Path):
+        self.config, self.run_cfg, self.dqn = config, config.run, config.dqn
+        self.envs, self.eval_env, self.agent, self.run_dir = envs, eval_env, agent, run_dir
+        space = envs.single_observation_space
+        self.obs_shape, self.obs_dtype = tuple(space.shape), obs_dtype_name(space)
+        self.buffer = ReplayBuffer(
+            self.dqn.buffer_size, self.obs_shape, space.dtype, agent.device, config.run.seed
+        )
+        self.logger = RunLogger(run_dir, config.to_dict())
+        self.global_step = 0
+        self.num_updates = 0
+        self.best_return = -np.inf
+        self.best_checkpoint: Path | None = None
+        self.evaluations: list[tuple[int, float]] = []
+        self.recent_returns: list[float] = []
+
+    def run(self) -> TrainResult:
+        """Train for ``total_timesteps`` environment steps and write the final checkpoint."""
+        n_envs = self.run_cfg.num_envs
+        iterations = -(-self.run_cfg.total_timesteps // n_envs)
+        target_every = max(self.dqn.target_update_interval // n_envs, 1)
+        obs, _ = self.envs.reset(seed=self.run_cfg.seed)
+        just_reset = np.zeros(n_envs, dtype=bool)
+        start = time.perf_counter()
+        bar = tqdm(
+            total=iterations * n_envs,
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if self.run_cfg.progress else True,
+        )
+        try:
+            for iteration in range(1, iterations + 1):
+                epsilon = self.epsilon()
+                obs, just_reset = self.collect(obs, just_reset, epsilon)
+                if iteration % target_every == 0:
+                    self.agent.sync_target()
+                if (
+                    iteration % self.dqn.train_freq == 0
+                    and self.global_step > self.dqn.learning_starts
+                ):
+                    self.learn()
+                self.periodic(iteration, n_envs, start, epsilon, bar)
+        finally:
+            bar.close()
+            self.logger.close()
+        final = self.save("final")
+        return TrainResult(
+            self.run_dir, final, self.best_checkpoint, self.evaluations, self.global_step
+        )
+
+    def epsilon(self) -> float:
+        """Current exploration rate (SB3's linear schedule over total_timesteps)."""
+        return linear_epsilon(
+            self.global_step,
+            self.run_cfg.total_timesteps,
+            self.dqn.exploration_fraction,
+            self.dqn.exploration_initial_eps,
+            self.dqn.exploration_final_eps,
+        )
+
+    def collect(self, obs: np.ndarray, just_reset: np.ndarray, epsilon: float):
+        """One vector-env step; store every transition except those crossing an autoreset."""
+        if self.global_step < self.dqn.learning_starts:
+            actions = self.agent.rng.integers(self.agent.spec.num_actions, size=len(obs))
+        else:
+            actions = self.agent.act(obs, epsilon)
+        next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        self.global_step += len(obs)
+        keep = ~just_reset  # in next-step autoreset mode, this step only reset those envs
+        if keep.all():
+            self.buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
+        elif keep.any():
+            self.buffer.add(
+                obs[keep],
+                actions[keep],
+                rewards[keep],
+                next_obs[keep],
+                terminated[keep],
+                truncated[keep],
+            )
+        if "episode" in infos:
+            self.log_episodes(infos)
+        return next_obs, terminated | truncated
+
+    def log_episodes(self, infos: dict) -> None:
+        """Log each episode that ended on this step."""
+        finished = infos["_episode"]
+        for r, length in zip(
+            infos["episode"]["r"][finished], infos["episode"]["l"][finished], strict=True
+        ):
+            self.logger.episode(float(r), int(length), self.global_step)
+            self.recent_returns = [*self.recent_returns[-9:], float(r)]
+
+    def learn(self) -> None:
+        """``gradient_steps`` updates on uniformly sampled minibatches."""
+        steps = self.dqn.gradient_steps
+        if steps == -1:
+            steps = self.dqn.train_freq * self.run_cfg.num_envs
+        for _ in range(steps):
+            self.num_updates += 1
+            diagnose = bool(self.run_cfg.diagnostics_freq) and (
+                self.num_updates % self.run_cfg.diagnostics_freq == 0
+            )
+            stats = self.agent.update(self.buffer.sample(self.dqn.batch_size), diagnose)
+            if self.num_updates % self.run_cfg.log_freq == 0:
+                self.log_update(stats)
+
+    def log_update(self, stats: UpdateStats) -> None:
+        """Loss, Q-values and, when measured, the train/eval mode diagnostics."""
+        step = self.global_step
+        self.logger.scalar("losses/td_loss", stats.td_loss.item(), step)
+        self.logger.scalar("losses/q_values", stats.q_values.item(), step)
+        if stats.diagnostics is not None:
+            self.logger.scalar("norm/q_train_eval_gap", stats.diagnostics.q_gap, step)
+            self.logger.scalar("norm/greedy_agreement", stats.diagnostics.greedy_agreement, step)
+            self.logger.norm_statistics(self.agent.online, step)
+
+    def periodic(self, iteration: int, n_envs: int, start: float, epsilon: float, bar) -> None:
+        """Progress, speed, evaluation and checkpoints at their own intervals."""
+        step = self.global_step
+        if self.crossed(step, n_envs, 1000):
+            sps = step / max(time.perf_counter() - start, 1e-9)
+            self.logger.scalar("charts/SPS", sps, step)
+            self.logger.scalar("charts/epsilon", epsilon, step)
+            last = f"{self.recent_returns[-1]:.1f}" if self.recent_returns else "-"
+            bar.set_postfix(sps=f"{sps:.0f}", eps=f"{epsilon:.3f}", ret=last, refresh=False)
+            bar.update(step - bar.n)
+        if self.run_cfg.eval_freq and self.crossed(step, n_envs, self.run_cfg.eval_freq):
+            self.evaluate()
+        if self.run_cfg.checkpoint_freq and self.crossed(
+            step, n_envs, self.run_cfg.checkpoint_freq
+        ):
+            self.save(str(step))
+
+    @staticmethod
+    def crossed(step: int, n_envs: int, every: int) -> bool:
+        """Whether the last vector step crossed a multiple of ``every`` environment steps."""
+        return step // every > (step - n_envs) // every
+
+    def evaluate(self) -> None:
+        """Greedy episodes on the separate eval env; the best policy so far is kept."""
+        seed = self.run_cfg.seed + 10_000
+        result = run_episodes(self.agent.online, self.eval_env, self.run_cfg.eval_episodes, seed)
+        self.logger.scalar("eval/mean_return", result.mean_return, self.global_step)
+        self.logger.scalar("eval/std_return", result.std_return, self.global_step)
+        self.evaluations.append((self.global_step, result.mean_return))
+        if result.mean_return > self.best_return:
+            self.best_return = result.mean_return
+            self.best_checkpoint = self.save("best")
+
+    def save(self, name: str) -> Path:
+        """Write checkpoints/<name>/ atomically."""
+        metadata = checkpoint_metadata(
+            self.agent.spec,
+            self.run_cfg.env_id,
+            self.obs_shape,
+            self.obs_dtype,
+            self.global_step,
+            self.config.to_dict(),
+        )
+        return save_checkpoint(self.run_dir / "checkpoints" / name, self.agent.online, metadata)

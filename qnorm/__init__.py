@@ -1,0 +1,52 @@
+"""qnorm: Q-networks with pluggable normalization and the mode rules that make it correct."""
+
+from qnorm.errors import QnormError
+from qnorm.folding import fold_batchnorm
+from qnorm.modes import (
+    acting_mode,
+    check_train_batch_size,
+    eval_mode,
+    greedy_action,
+    has_batch_statistics,
+    learning_mode,
+    q_values,
+)
+from qnorm.networks import ACTIVATIONS, PLACEMENTS, QNetwork, QNetworkSpec, build_q_network
+from qnorm.norms import (
+    FeatureBatchNorm,
+    get_norm_kind,
+    is_batch_statistics_module,
+    make_norm,
+    norm_names,
+    register_norm,
+)
+from qnorm.sync import hard_update, make_target, soft_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "PLACEMENTS",
+    "FeatureBatchNorm",
+    "QNetwork",
+    "QNetworkSpec",
+    "QnormError",
+    "__version__",
+    "acting_mode",
+    "build_q_network",
+    "check_train_batch_size",
+    "eval_mode",
+    "fold_batchnorm",
+    "get_norm_kind",
+    "greedy_action",
+    "hard_update",
+    "has_batch_statistics",
+    "is_batch_statistics_module",
+    "learning_mode",
+    "make_norm",
+    "make_target",
+    "norm_names",
+    "q_values",
+    "register_norm",
+    "soft_update",
+]

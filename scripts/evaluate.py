@@ -1,0 +1,57 @@
+"""Evaluate a saved policy from its checkpoint alone: ``python scripts/evaluate.py RUN_OR_CKPT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agents.cli import run_main
+from agents.evaluation import evaluate_checkpoint
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Play greedy episodes with a saved qnorm policy.")
+    p.add_argument("path", help="a run directory (its final checkpoint) or a checkpoint directory")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")
+    p.add_argument("--env-id", default=None, help="another env with the same spaces")
+    p.add_argument("--video", metavar="DIR", default=None, help="record mp4s of the episodes")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--no-fold", action="store_true", help="keep BatchNorm layers instead of folding them"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    policy, result = evaluate_checkpoint(
+        args.path, args.episodes, args.seed, args.env_id, args.video, fold=not args.no_fold
+    )
+    summary = {
+        "env_id": args.env_id or policy.env_id,
+        "checkpoint": str(policy.path),
+        "step": policy.step,
+        "norm": policy.spec.norm,
+        "episodes": len(result.returns),
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "returns": result.returns,
+        "lengths": result.lengths,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['env_id']}: {policy.path} (step {policy.step}, norm {policy.spec.norm})")
+        print(
+            f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
+            f"over {len(result.returns)} episodes"
+        )
+        if args.video:
+            print(f"videos: {args.video}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

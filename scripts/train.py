@@ -1,0 +1,28 @@
+"""Train a DQN agent: ``python scripts/train.py --env-id CartPole-v1 --norm batchnorm``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from agents import train
+from agents.cli import parse_train_config, run_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_train_config(argv)
+    result = train(config)
+    run_dir = shlex.quote(str(result.run_dir))
+    print(f"final checkpoint: {result.final_checkpoint}")
+    if result.best_checkpoint is not None:
+        print(f"best checkpoint:  {result.best_checkpoint}")
+    if result.evaluations:
+        step, mean = result.evaluations[-1]
+        print(f"last greedy evaluation: mean return {mean:.1f} at step {step}")
+    print(f"evaluate:    python scripts/evaluate.py {run_dir}")
+    print(f"tensorboard: tensorboard --logdir {shlex.quote(str(result.run_dir.parent))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
