@@ -147,8 +147,8 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise QnormError(f"{model_path} does not fit its config: {first}") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise QnormError(f"{model_path} does not fit its config's network ({detail})") from None
     network = network.to(device).eval()
     network.requires_grad_(False)
     return Policy(network, spec, env_id, obs_shape, obs_dtype, step, metadata, directory)

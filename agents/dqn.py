@@ -62,8 +62,10 @@ class DQNAgent:
         self.rng = np.random.default_rng(seed)
         self.loss_fn = F.smooth_l1_loss if config.loss == "huber" else F.mse_loss
 
-    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of observations ``[n, obs_dim]``."""
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray | int:
+        """Epsilon-greedy actions: an int for one observation, an array for a batch ``[n, ...]``."""
+        if obs.ndim == 1:
+            return int(self.act(obs[None], epsilon)[0])
         n = obs.shape[0]
         explore = self.rng.random(n) < epsilon
         if explore.all():

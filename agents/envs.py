@@ -28,10 +28,20 @@ def check_spaces(env_id: str, observation_space, action_space) -> None:
         )
 
 
+def missing_dependency(env_id: str, exc: gym.error.DependencyNotInstalled) -> QnormError:
+    """The error for an env whose optional package (Box2D, MuJoCo, pygame, ...) is missing."""
+    return QnormError(
+        f"{env_id} needs a package that is not installed: {' '.join(str(exc).split())}"
+    )
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """One checked environment."""
     check_env_id(env_id)
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        raise missing_dependency(env_id, exc) from None
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
     except QnormError:
@@ -43,7 +53,10 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """``num_envs`` synchronous copies that record episode returns and lengths in ``info``."""
     check_env_id(env_id)
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    except gym.error.DependencyNotInstalled as exc:
+        raise missing_dependency(env_id, exc) from None
     try:
         check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     except QnormError:

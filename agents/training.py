@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from agents.checkpoint import checkpoint_metadata, save_checkpoint
 from agents.config import TrainConfig, validate
-from agents.dqn import DQNAgent, UpdateStats
+from agents.dqn import DQNAgent, ModeDiagnostics, UpdateStats
 from agents.envs import make_env, make_vector_env, obs_dtype_name
 from agents.evaluation import run_episodes
 from agents.replay import ReplayBuffer
@@ -121,9 +121,12 @@ class Trainer:
                 if (
                     iteration % self.dqn.train_freq == 0
                     and self.global_step > self.dqn.learning_starts
+                    # learning_starts may be below batch_size (0 in the Acrobot preset)
+                    and len(self.buffer) >= self.dqn.batch_size
                 ):
                     self.learn()
                 self.periodic(iteration, n_envs, start, epsilon, bar)
+            bar.update(self.global_step - bar.n)  # periodic() advances it per 1000 steps only
         finally:
             bar.close()
             self.logger.close()
@@ -187,17 +190,21 @@ class Trainer:
             )
             stats = self.agent.update(self.buffer.sample(self.dqn.batch_size), diagnose)
             if self.num_updates % self.run_cfg.log_freq == 0:
-                self.log_update(stats)
+                self.log_losses(stats)
+            if stats.diagnostics is not None:
+                self.log_diagnostics(stats.diagnostics)
 
-    def log_update(self, stats: UpdateStats) -> None:
-        """Loss, Q-values and, when measured, the train/eval mode diagnostics."""
+    def log_losses(self, stats: UpdateStats) -> None:
+        """TD loss and mean Q(s, a); the only place an update's values reach the host."""
+        self.logger.scalar("losses/td_loss", stats.td_loss.item(), self.global_step)
+        self.logger.scalar("losses/q_values", stats.q_values.item(), self.global_step)
+
+    def log_diagnostics(self, diagnostics: ModeDiagnostics) -> None:
+        """What eval-mode action selection costs, and the norms' running statistics."""
         step = self.global_step
-        self.logger.scalar("losses/td_loss", stats.td_loss.item(), step)
-        self.logger.scalar("losses/q_values", stats.q_values.item(), step)
-        if stats.diagnostics is not None:
-            self.logger.scalar("norm/q_train_eval_gap", stats.diagnostics.q_gap, step)
-            self.logger.scalar("norm/greedy_agreement", stats.diagnostics.greedy_agreement, step)
-            self.logger.norm_statistics(self.agent.online, step)
+        self.logger.scalar("norm/q_train_eval_gap", diagnostics.q_gap, step)
+        self.logger.scalar("norm/greedy_agreement", diagnostics.greedy_agreement, step)
+        self.logger.norm_statistics(self.agent.online, step)
 
     def periodic(self, iteration: int, n_envs: int, start: float, epsilon: float, bar) -> None:
         """Progress, speed, evaluation and checkpoints at their own intervals."""

@@ -65,16 +65,18 @@ def check_train_batch_size(net: nn.Module, batch_size: int) -> None:
         )
 
 
-def _device_of(net: nn.Module) -> torch.device:
-    for tensor in net.parameters():
-        return tensor.device
-    return torch.device("cpu")
+def _first_parameter(net: nn.Module) -> torch.Tensor | None:
+    return next(iter(net.parameters()), None)
 
 
 def _as_batch(net: nn.Module, obs) -> tuple[torch.Tensor, bool]:
     """``obs`` as a tensor on the network's device with a batch dim, and whether it had one."""
-    tensor = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs)
-    tensor = tensor.to(_device_of(net))
+    tensor = torch.as_tensor(obs if torch.is_tensor(obs) else np.asarray(obs))
+    param = _first_parameter(net)
+    if param is not None:
+        # Float observations take the network's float dtype (numpy defaults to float64).
+        dtype = param.dtype if tensor.is_floating_point() else tensor.dtype
+        tensor = tensor.to(device=param.device, dtype=dtype)
     obs_ndim = getattr(net, "obs_ndim", 1)
     if tensor.dim() == obs_ndim:
         return tensor.unsqueeze(0), False

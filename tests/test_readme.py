@@ -1,0 +1,22 @@
+"""The README's Python API snippet runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_api_snippet_acts_on_one_cartpole_observation(capsys):
+    snippet = next(b for b in python_blocks() if "greedy_action" in b)
+    namespace: dict = {}
+    exec(compile(snippet, str(README), "exec"), namespace)
+    assert isinstance(namespace["action"], int)
+    assert namespace["net"].training is True  # acting restored the caller's train mode
+    assert namespace["q"].shape == (2,)
+    assert namespace["q_batch"].shape == (1, 2)
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(namespace["action"]), "True"]
