@@ -64,6 +64,7 @@ def save_checkpoint(directory: str | Path, network: nn.Module, metadata: dict) -
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is shared output
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         save_file(tensors, tmp / MODEL_FILE, metadata={"format": "qnorm"})
@@ -73,6 +74,12 @@ def save_checkpoint(directory: str | Path, network: nn.Module, metadata: dict) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, final: Path) -> None:
@@ -117,7 +124,9 @@ def read_metadata(directory: Path) -> dict:
     if not isinstance(metadata, dict) or "format_version" not in metadata:
         raise QnormError(f"{config_path} is not a qnorm checkpoint config")
     version = metadata["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise QnormError(f"{config_path} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise QnormError(
             f"checkpoint format version {version} is newer than this qnorm reads "
             f"({FORMAT_VERSION}); upgrade qnorm"

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from agents import train
 from agents.cli import parse_train_config, run_main
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_train_config(argv)
     result = train(config)
     run_dir = shlex.quote(str(result.run_dir))
+    evaluate = shlex.quote(_shown_path(Path(__file__).resolve().parent / "evaluate.py"))
+    python = shlex.quote(_shown_path(Path(sys.executable)))
     print(f"final checkpoint: {result.final_checkpoint}")
     if result.best_checkpoint is not None:
         print(f"best checkpoint:  {result.best_checkpoint}")
     if result.evaluations:
         step, mean = result.evaluations[-1]
         print(f"last greedy evaluation: mean return {mean:.1f} at step {step}")
-    print(f"evaluate:    python scripts/evaluate.py {run_dir}")
+    print(f"evaluate:    {python} {evaluate} {run_dir}")
     print(f"tensorboard: tensorboard --logdir {shlex.quote(str(result.run_dir.parent))}")
     return 0
 

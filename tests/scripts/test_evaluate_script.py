@@ -1,0 +1,104 @@
+"""scripts/evaluate.py run end to end in fresh processes on a real (tiny) trained run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from script_helpers import (
+    EVALUATE,
+    Ran,
+    assert_clean_success,
+    assert_one_error_line,
+    run_script,
+    run_scripts,
+    snapshot,
+)
+
+
+def json_summary(ran: Ran) -> dict:
+    """The one JSON object an ``evaluate.py --json`` run printed."""
+    assert_clean_success(ran)
+    assert len(ran.stdout.strip().splitlines()) == 1, ran.stdout
+    summary = json.loads(ran.stdout)
+    assert isinstance(summary, dict)
+    return summary
+
+
+def evaluate_json(path, *args: str) -> dict:
+    """Run evaluate.py --json and return its one JSON object."""
+    return json_summary(run_script(EVALUATE, path, "--json", *args))
+
+
+def evaluate_json_pair(first: tuple, second: tuple) -> tuple[dict, dict]:
+    """Two independent evaluate.py --json processes, run side by side."""
+    ran = run_scripts(
+        {0: ((EVALUATE, *first, "--json"), {}), 1: ((EVALUATE, *second, "--json"), {})}
+    )
+    return json_summary(ran[0]), json_summary(ran[1])
+
+
+@pytest.mark.parametrize("target", ["run dir", "checkpoint dir"])
+def test_evaluate_human_readable(trained_run, target):
+    path = trained_run if target == "run dir" else trained_run / "checkpoints" / "final"
+    ran = run_script(EVALUATE, path, "--episodes", "3")
+    assert_clean_success(ran)
+    assert ran.stdout.startswith("CartPole-v1: ")
+    assert str(trained_run / "checkpoints" / "final") in ran.stdout
+    assert "norm batchnorm" in ran.stdout
+    assert "over 3 episodes" in ran.stdout
+
+
+def test_json_summary(trained_run):
+    summary = evaluate_json(trained_run, "--episodes", "4", "--seed", "11")
+    assert summary["env_id"] == "CartPole-v1"
+    assert summary["episodes"] == 4
+    assert summary["norm"] == "batchnorm"
+    assert summary["step"] == 600
+    returns = summary["returns"]
+    assert len(returns) == 4
+    assert all(isinstance(r, float) and r >= 1 for r in returns)
+    assert summary["mean_return"] == pytest.approx(float(np.mean(returns)))
+    assert summary["std_return"] == pytest.approx(float(np.std(returns)))
+    assert summary["lengths"] == [int(r) for r in returns]  # CartPole pays 1 per step
+
+
+def test_same_seed_same_returns_across_processes(trained_run):
+    final = trained_run / "checkpoints" / "final"
+    first, second = evaluate_json_pair(
+        (trained_run, "--episodes", "5", "--seed", "123"),
+        (final, "--episodes", "5", "--seed", "123"),
+    )
+    assert first["returns"] == second["returns"]
+    assert first["lengths"] == second["lengths"]
+
+
+def test_folding_does_not_change_returns(trained_run):
+    final = trained_run / "checkpoints" / "final"
+    folded, unfolded = evaluate_json_pair(
+        (final, "--episodes", "5", "--seed", "7"),
+        (final, "--episodes", "5", "--seed", "7", "--no-fold"),
+    )
+    assert folded["norm"] == unfolded["norm"] == "batchnorm"
+    assert folded["returns"] == unfolded["returns"]
+
+
+def test_video(trained_run, tmp_path):
+    video_dir = tmp_path / "videos"
+    ran = run_script(EVALUATE, trained_run, "--episodes", "2", "--video", video_dir)
+    assert_clean_success(ran)
+    videos = list(video_dir.glob("*.mp4"))
+    assert videos, list(tmp_path.rglob("*"))
+    assert all(v.stat().st_size > 0 for v in videos)
+    assert f"videos: {video_dir}" in ran.stdout
+
+
+def test_wrong_env_for_checkpoint(trained_run):
+    before = snapshot(trained_run)
+    ran = run_script(EVALUATE, trained_run, "--env-id", "Acrobot-v1")
+    line = assert_one_error_line(ran)
+    assert "Acrobot-v1" in line
+    assert "(6,)" in line and "(4,)" in line  # says what differs
+    assert ran.stdout == ""
+    assert snapshot(trained_run) == before
