@@ -47,6 +47,9 @@ class ReplayBuffer:
         self.position = 0
         self.size = 0
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        names = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
+        on_cpu = self.device.type == "cpu"
+        self._host_views = {n: getattr(self, n).numpy() for n in names} if on_cpu else None
 
     def __len__(self) -> int:
         return self.size
@@ -61,34 +64,54 @@ class ReplayBuffer:
             "terminated": terminated,
             "truncated": truncated,
         }
-        columns = {k: torch.as_tensor(v, device=self.device) for k, v in columns.items()}
-        if tuple(columns["obs"].shape) == self.obs_shape:  # one unbatched transition
-            columns = {k: v.unsqueeze(0) for k, v in columns.items()}
+        columns = {k: _as_array(v) for k, v in columns.items()}
+        if columns["obs"].shape == self.obs_shape:  # one unbatched transition
+            columns = {k: v[None] for k, v in columns.items()}
         n = columns["obs"].shape[0]
         for name, values in columns.items():
             expected = (n, *getattr(self, name).shape[1:])
-            if tuple(values.shape) != expected:
+            if values.shape != expected:
                 raise QnormError(
-                    f"transition field {name!r} has shape {tuple(values.shape)}, "
-                    f"expected {expected}"
+                    f"transition field {name!r} has shape {values.shape}, expected {expected}"
                 )
         if n > self.capacity:
             raise QnormError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
-        rows = (self.position + torch.arange(n, device=self.device)) % self.capacity
+        first = min(n, self.capacity - self.position)  # rows before the end, then wrap around
         for name, values in columns.items():
-            store = getattr(self, name)
-            store[rows] = values.to(store.dtype)
+            self._write(name, self.position, values[:first])
+            if first < n:
+                self._write(name, 0, values[first:])
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def _write(self, name: str, start: int, values: np.ndarray) -> None:
+        stop = start + len(values)
+        if self._host_views is not None:  # CPU: numpy writes into the tensors' memory
+            self._host_views[name][start:stop] = values
+        else:
+            store = getattr(self, name)
+            store[start:stop] = torch.from_numpy(values).to(self.device, store.dtype)
+
     def sample(self, batch_size: int) -> Batch:
         """``batch_size`` transitions drawn uniformly with replacement."""
+        return Batch(*(field[0] for field in self.sample_batches(1, batch_size)))
+
+    def sample_batches(self, num_batches: int, batch_size: int) -> Batch:
+        """``num_batches`` minibatches at once; each field is shaped [num_batches, batch_size, ...].
+
+        One index draw and one gather per field serve all the gradient steps of an update
+        phase, instead of one per step.
+        """
         if batch_size > self.size:
             raise QnormError(
                 f"cannot sample {batch_size} transitions from a buffer holding {self.size}"
             )
         idx = torch.randint(
-            0, self.size, (batch_size,), device=self.device, generator=self.generator
+            0,
+            self.size,
+            (num_batches, batch_size),
+            device=self.device,
+            generator=self.generator,
         )
         return Batch(
             self.obs[idx],
@@ -98,3 +121,9 @@ class ReplayBuffer:
             self.terminated[idx],
             self.truncated[idx],
         )
+
+
+def _as_array(values) -> np.ndarray:
+    if torch.is_tensor(values):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)

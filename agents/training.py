@@ -8,6 +8,7 @@ target is synced every ``target_update_interval // num_envs`` vector steps.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from agents.run_dir import create_run_dir
 from agents.schedules import linear_epsilon
 from agents.tb_logger import RunLogger
 from qnorm import QNetworkSpec, QnormError
+
+StopRule = Callable[[int, float], bool]
 
 
 @dataclass
@@ -62,8 +65,12 @@ def network_spec(config: TrainConfig, obs_dim: int, num_actions: int) -> QNetwor
     )
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Check everything, then train; nothing is written until every check has passed."""
+def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResult:
+    """Check everything, then train; nothing is written until every check has passed.
+
+    ``should_stop(step, mean_return)`` is asked after each greedy evaluation; True ends the
+    run there (the final checkpoint is still written).
+    """
     validate(config)
     device = resolve_device(config.run.device)
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
@@ -74,7 +81,7 @@ def train(config: TrainConfig) -> TrainResult:
         agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
         run_dir = create_run_dir(config)
-        return Trainer(config, envs, eval_env, agent, run_dir).run()
+        return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
     finally:
         envs.close()
 
@@ -82,7 +89,17 @@ def train(config: TrainConfig) -> TrainResult:
 class Trainer:
     """One run's loop and bookkeeping."""
 
-    def __init__(self, config: TrainConfig, envs, eval_env, agent: DQNAgent, run_dir: Path):
+    def __init__(
+        self,
+        config: TrainConfig,
+        envs,
+        eval_env,
+        agent: DQNAgent,
+        run_dir: Path,
+        should_stop: StopRule | None = None,
+    ):
+        self.should_stop = should_stop
+        self.stopped = False
         self.config, self.run_cfg, self.dqn = config, config.run, config.dqn
         self.envs, self.eval_env, self.agent, self.run_dir = envs, eval_env, agent, run_dir
         space = envs.single_observation_space
@@ -126,6 +143,8 @@ class Trainer:
                 ):
                     self.learn()
                 self.periodic(iteration, n_envs, start, epsilon, bar)
+                if self.stopped:
+                    break
             bar.update(self.global_step - bar.n)  # periodic() advances it per 1000 steps only
         finally:
             bar.close()
@@ -179,25 +198,30 @@ class Trainer:
             self.recent_returns = [*self.recent_returns[-9:], float(r)]
 
     def learn(self) -> None:
-        """``gradient_steps`` updates on uniformly sampled minibatches."""
+        """One update phase: ``gradient_steps`` updates on uniformly sampled minibatches."""
         steps = self.dqn.gradient_steps
         if steps == -1:
             steps = self.dqn.train_freq * self.run_cfg.num_envs
-        for _ in range(steps):
-            self.num_updates += 1
-            diagnose = bool(self.run_cfg.diagnostics_freq) and (
-                self.num_updates % self.run_cfg.diagnostics_freq == 0
-            )
-            stats = self.agent.update(self.buffer.sample(self.dqn.batch_size), diagnose)
-            if self.num_updates % self.run_cfg.log_freq == 0:
-                self.log_losses(stats)
+        first = self.num_updates + 1
+        diagnose = [i for i in range(steps) if self.every(first + i, self.run_cfg.diagnostics_freq)]
+        batches = self.buffer.sample_batches(steps, self.dqn.batch_size)
+        for i, stats in enumerate(self.agent.update_phase(batches, diagnose)):
+            if self.every(first + i, self.run_cfg.log_freq):
+                self.log_losses(stats, first + i)
             if stats.diagnostics is not None:
                 self.log_diagnostics(stats.diagnostics)
+        self.num_updates += steps
 
-    def log_losses(self, stats: UpdateStats) -> None:
+    @staticmethod
+    def every(count: int, interval: int) -> bool:
+        """Whether ``count`` is a multiple of ``interval`` (never, for interval 0)."""
+        return interval > 0 and count % interval == 0
+
+    def log_losses(self, stats: UpdateStats, update: int) -> None:
         """TD loss and mean Q(s, a); the only place an update's values reach the host."""
         self.logger.scalar("losses/td_loss", stats.td_loss.item(), self.global_step)
         self.logger.scalar("losses/q_values", stats.q_values.item(), self.global_step)
+        self.logger.scalar("charts/updates", update, self.global_step)
 
     def log_diagnostics(self, diagnostics: ModeDiagnostics) -> None:
         """What eval-mode action selection costs, and the norms' running statistics."""
@@ -235,6 +259,8 @@ class Trainer:
         self.logger.scalar("eval/mean_return", result.mean_return, self.global_step)
         self.logger.scalar("eval/std_return", result.std_return, self.global_step)
         self.evaluations.append((self.global_step, result.mean_return))
+        if self.should_stop is not None and self.should_stop(self.global_step, result.mean_return):
+            self.stopped = True
         if result.mean_return > self.best_return:
             self.best_return = result.mean_return
             self.best_checkpoint = self.save("best")

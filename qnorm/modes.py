@@ -8,9 +8,6 @@ restores each submodule's previous mode on exit, also when the body raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -19,36 +16,70 @@ from qnorm.errors import QnormError
 from qnorm.norms import is_batch_statistics_module
 
 
-@contextmanager
-def _scoped_mode(net: nn.Module, training: bool) -> Iterator[nn.Module]:
-    previous = [(module, module.training) for module in net.modules()]
-    net.train(training)
-    try:
-        yield net
-    finally:
-        for module, was_training in previous:
-            module.training = was_training
+def _set_modes(modules: list[nn.Module], modes) -> None:
+    """Set each module's ``training`` flag, as ``Module.train`` does, module by module.
+
+    Writing the flag straight into the instance dict skips ``Module.__setattr__``'s checks
+    (the flag is never a parameter, buffer or submodule); this runs on every update and
+    every action, where those checks cost more than the forward pass of a small layer.
+    """
+    for module, mode in zip(modules, modes, strict=True):
+        module.__dict__["training"] = mode
 
 
-@contextmanager
-def acting_mode(net: nn.Module) -> Iterator[nn.Module]:
+class _ScopedMode:
+    """Set every submodule to one mode on entry; give each its own mode back on exit.
+
+    A small class rather than a generator-based context manager: it runs around every
+    action and every update, where the generator machinery is a measurable cost.
+    """
+
+    __slots__ = ("_custom", "_grad_context", "_modules", "_previous", "net", "training")
+
+    def __init__(self, net: nn.Module, training: bool, grad_context=None) -> None:
+        self.net = net
+        self.training = training
+        self._grad_context = grad_context
+
+    def __enter__(self) -> nn.Module:
+        modules = list(self.net.modules())  # parents before children
+        previous = [module.training for module in modules]
+        self._modules, self._previous = modules, previous
+        self._custom = any(type(m).train is not nn.Module.train for m in modules)
+        if any(was != self.training for was in previous):
+            if self._custom:
+                self.net.train(self.training)  # a module with its own train() gets to run it
+            else:
+                _set_modes(modules, [self.training] * len(modules))
+        if self._grad_context is not None:
+            self._grad_context.__enter__()
+        return self.net
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            if self._grad_context is not None:
+                self._grad_context.__exit__(*exc_info)
+        finally:
+            if self._custom:
+                for module, was_training in zip(self._modules, self._previous, strict=True):
+                    module.train(was_training)  # children, later in the list, end with their own
+            else:
+                _set_modes(self._modules, self._previous)
+
+
+def acting_mode(net: nn.Module) -> _ScopedMode:
     """Eval mode under ``torch.inference_mode()``, the previous modes restored on exit."""
-    with _scoped_mode(net, training=False), torch.inference_mode():
-        yield net
+    return _ScopedMode(net, training=False, grad_context=torch.inference_mode())
 
 
-@contextmanager
-def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(net: nn.Module) -> _ScopedMode:
     """Eval mode with gradients left as they are (for eval-mode passes inside an update)."""
-    with _scoped_mode(net, training=False):
-        yield net
+    return _ScopedMode(net, training=False)
 
 
-@contextmanager
-def learning_mode(net: nn.Module) -> Iterator[nn.Module]:
+def learning_mode(net: nn.Module) -> _ScopedMode:
     """Train mode (batch statistics, running statistics updated), restored on exit."""
-    with _scoped_mode(net, training=True):
-        yield net
+    return _ScopedMode(net, training=True)
 
 
 def has_batch_statistics(net: nn.Module) -> bool:

@@ -91,10 +91,13 @@ class QNetwork(nn.Module):
             self.head = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if obs.dtype != torch.float32:
-            obs = obs.to(torch.float32)
-        features = self.layers(obs)
-        return features if self.head is None else self.head(features)
+        x = obs if obs.dtype == torch.float32 else obs.to(torch.float32)
+        # Each layer's forward is called directly: per-module hook dispatch costs more than
+        # a small layer's arithmetic when acting on one state. Hooks on the QNetwork itself
+        # still run; hooks registered on its inner layers do not.
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x if self.head is None else self.head(x)
 
 
 def _body_layers(spec: QNetworkSpec) -> OrderedDict[str, nn.Module]:

@@ -347,3 +347,28 @@ def test_batch_size_one_with_batchnorm_is_an_error_at_construction():
         make_agent("batchnorm", batch_size=1)
     for norm in ("none", "layernorm", "rmsnorm"):
         make_agent(norm, batch_size=1)  # fine without batch statistics
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+@pytest.mark.parametrize("double", [True, False])
+def test_update_phase_equals_sequential_updates(norm, double):
+    """A phase (one target forward for all minibatches) does what step-by-step updates do."""
+    torch.set_num_threads(1)
+    config = DQNConfig(batch_size=8, double_dqn=double, learning_rate=1e-2)
+    spec = QNetworkSpec(obs_dim=OBS_DIM, num_actions=NUM_ACTIONS, hidden_sizes=(16, 16), norm=norm)
+    phased = DQNAgent(spec, config, seed=0)
+    stepped = DQNAgent(spec, config, seed=0)
+    batches = [make_batch(n=8, seed=s) for s in range(5)]
+    stacked = Batch(*(torch.stack(fields) for fields in zip(*batches, strict=True)))
+    train_calls = []
+    phased.online.register_forward_pre_hook(lambda m, _: train_calls.append(m.training))
+    phase_stats = phased.update_phase(stacked, diagnose_steps={2})
+    step_stats = [stepped.update(b, diagnose=(i == 2)) for i, b in enumerate(batches)]
+    assert train_calls.count(True) == len(batches)  # one train-mode forward per step
+    for mine, theirs in zip(phase_stats, step_stats, strict=True):
+        torch.testing.assert_close(mine.td_loss, theirs.td_loss, rtol=1e-5, atol=1e-6)
+    assert phase_stats[2].diagnostics is not None and phase_stats[1].diagnostics is None
+    for a, b in zip(
+        phased.online.state_dict().values(), stepped.online.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

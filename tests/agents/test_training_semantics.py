@@ -187,10 +187,10 @@ def test_update_and_sync_counts_follow_sb3(
     original_sync = trainer.agent.sync_target
     trainer.agent.sync_target = lambda: (syncs.append(trainer.global_step), original_sync())
     updates = []
-    original_update = trainer.agent.update
-    trainer.agent.update = lambda batch, diagnose=False: (
-        updates.append(trainer.global_step),
-        original_update(batch, diagnose),
+    original_phase = trainer.agent.update_phase
+    trainer.agent.update_phase = lambda batches, diagnose_steps=(): (
+        updates.extend([trainer.global_step] * batches.obs.shape[0]),
+        original_phase(batches, diagnose_steps),
     )[1]
     try:
         result = trainer.run()
@@ -216,10 +216,10 @@ def test_learning_starts_zero_trains_once_a_batch_is_stored(tmp_path):
     )
     trainer = make_trainer(config)
     sizes = []
-    original_update = trainer.agent.update
-    trainer.agent.update = lambda batch, diagnose=False: (
+    original_phase = trainer.agent.update_phase
+    trainer.agent.update_phase = lambda batches, diagnose_steps=(): (
         sizes.append(len(trainer.buffer)),
-        original_update(batch, diagnose),
+        original_phase(batches, diagnose_steps),
     )[1]
     try:
         trainer.run()

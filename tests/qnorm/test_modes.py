@@ -309,3 +309,31 @@ def test_acting_on_a_users_own_batchnorm_network():
     assert qnorm.has_batch_statistics(net)
     with pytest.raises(qnorm.QnormError):
         qnorm.check_train_batch_size(net, 1)
+
+
+class _CountsTrainCalls(nn.Module):
+    """A module with its own train(), which the scoped modes must call rather than bypass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.calls: list[bool] = []
+
+    def train(self, mode: bool = True):
+        self.calls.append(mode)
+        return super().train(mode)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_custom_train_override_runs_on_switch_and_restore():
+    net = nn.Sequential(_CountsTrainCalls(), nn.BatchNorm1d(2))
+    net.train()
+    net[1].eval()  # mixed modes must come back exactly
+    custom = net[0]
+    custom.calls.clear()
+    with qnorm.acting_mode(net):
+        assert not custom.training and not net[1].training
+    assert custom.calls[0] is False and custom.calls[-1] is True
+    assert net.training and custom.training and not net[1].training

@@ -1,0 +1,36 @@
+"""One timed job in a fresh process: ``python -m agents.bench.worker '<json>'`` prints JSON.
+
+A fresh process per run keeps the two libraries from sharing allocator, import or thread
+state, so neither warms the other up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+from agents.bench.configs import BenchConfig
+from agents.bench.runners import time_qnorm, time_sb3
+from agents.bench.solve import solve_qnorm, solve_sb3
+
+
+def run(job: dict) -> dict:
+    """Run one job described by a JSON-ready dict and return its result as one."""
+    qnorm_side = job["library"] == "qnorm"
+    if job["kind"] == "solve":
+        solver = solve_qnorm if qnorm_side else solve_sb3
+        return asdict(solver(job["seed"], job["threads"]))
+    bench = BenchConfig.from_dict(job["config"])
+    runner = time_qnorm if qnorm_side else time_sb3
+    timing = runner(bench, job["norm"], job["seed"], job["threads"])
+    return {**asdict(timing), "sps": timing.sps}
+
+
+def main(argv: list[str]) -> int:
+    print(json.dumps(run(json.loads(argv[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

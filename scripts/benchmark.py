@@ -1,0 +1,52 @@
+"""Benchmark qnorm against Stable-Baselines3's DQN at identical work (needs ``.[bench]``).
+
+python scripts/benchmark.py                 # SPS ratios for zoo and per-step, latencies
+python scripts/benchmark.py --solve         # also: seconds to solve CartPole-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import torch
+
+from agents.bench import suite
+from agents.bench.configs import CONFIGS
+from agents.cli import run_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="benchmark configs")
+    p.add_argument("--norms", nargs="+", default=["none", "batchnorm", "layernorm"])
+    p.add_argument("--repeats", type=int, default=3, help="alternating pairs per cell")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both libraries")
+    p.add_argument("--solve", action="store_true", help="also time solving CartPole-v1")
+    p.add_argument("--solve-seeds", type=int, default=5)
+    p.add_argument("--skip-speed", action="store_true", help="only latencies (and --solve)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = print
+    out(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"default torch threads; torch {torch.__version__}; benchmark threads {args.threads}"
+    )
+    if not args.skip_speed:
+        summary = suite.speed(
+            suite.config_list(args.configs), args.norms, args.repeats, args.threads, out
+        )
+        suite.print_speed_summary(summary, out)
+    torch.set_num_threads(args.threads)
+    suite.latencies(args.norms, out)
+    if args.solve:
+        suite.solve(args.solve_seeds, args.threads, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
