@@ -42,7 +42,13 @@ class Policy:
 
 
 def checkpoint_metadata(
-    spec: QNetworkSpec, env_id: str, obs_shape, obs_dtype: str, step: int, train_config: dict
+    spec: QNetworkSpec,
+    env_id: str,
+    obs_shape,
+    obs_dtype: str,
+    step: int,
+    train_config: dict,
+    target_scheme: str = "target_network",
 ) -> dict:
     """The config.json content of a checkpoint."""
     return {
@@ -55,6 +61,7 @@ def checkpoint_metadata(
         "norm": spec.norm,
         "network": spec.to_dict(),
         "step": int(step),
+        "target_scheme": target_scheme,
         "train_config": train_config,
     }
 

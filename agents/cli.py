@@ -7,7 +7,7 @@ import dataclasses
 import sys
 import typing
 
-from agents.config import SECTIONS, TrainConfig
+from agents.config import SECTIONS, TrainConfig, coerce
 from agents.presets import preset_for
 from qnorm import QnormError
 
@@ -62,8 +62,12 @@ def config_from_flags(flags: dict[str, object]) -> TrainConfig:
     settings = {**preset_for(str(env_id)), **flags}
     config = TrainConfig()
     for key, value in settings.items():
-        section, name = key.split(".")
-        setattr(getattr(config, section), name, tuple(value) if isinstance(value, list) else value)
+        section, _, name = key.partition(".")
+        cls = SECTIONS.get(section)
+        hints = typing.get_type_hints(cls) if cls else {}
+        if name not in hints:
+            raise QnormError(f"unknown setting {key!r}; settings are named like 'dqn.batch_size'")
+        setattr(getattr(config, section), name, coerce(hints[name], value, key))
     return config
 
 

@@ -59,6 +59,14 @@ class DQNConfig:
     max_grad_norm: float = field(default=10.0, metadata=_opt("gradient-norm clipping"))
     double_dqn: bool = field(default=True, metadata=_opt("Double DQN targets"))
     loss: str = field(default="huber", metadata=_opt("TD loss", choices=("huber", "mse")))
+    bn_mode: str = field(
+        default="standard",
+        metadata=_opt(
+            "standard: target network; joint: one train-mode forward of cat(s, s'), "
+            "no target network (CrossQ)",
+            choices=("standard", "joint"),
+        ),
+    )
 
 
 @dataclass
@@ -88,6 +96,10 @@ class RunConfig:
         default=1, metadata=_opt("torch CPU threads (1 is fastest for small networks)")
     )
     progress: bool = field(default=True, metadata=_opt("progress bar (only on a terminal)"))
+    stop_when_solved: bool = field(
+        default=False,
+        metadata=_opt("stop after a greedy evaluation reaches the env's reward threshold"),
+    )
 
 
 @dataclass
@@ -129,10 +141,11 @@ def from_jsonable(cls, data: dict):
     unknown = sorted(set(data) - names)
     if unknown:
         raise QnormError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    return cls(**{name: _coerce(hints[name], value, name) for name, value in data.items()})
+    return cls(**{name: coerce(hints[name], value, name) for name, value in data.items()})
 
 
-def _coerce(hint, value, name: str):
+def coerce(hint, value, name: str):
+    """``value`` as the type ``hint`` asks for (lists become tuples); a clear error if it is not."""
     if dataclasses.is_dataclass(hint):
         return from_jsonable(hint, value)
     origin = typing.get_origin(hint)
@@ -140,7 +153,7 @@ def _coerce(hint, value, name: str):
         item = typing.get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
             raise QnormError(f"{name} must be a list, got {value!r}")
-        return tuple(_coerce(item, v, name) for v in value)
+        return tuple(coerce(item, v, name) for v in value)
     if origin in (typing.Union, types.UnionType):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -198,5 +211,7 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(f"exploration_fraction must be in (0, 1], got {dqn.exploration_fraction}")
     if dqn.learning_rate <= 0 or dqn.max_grad_norm <= 0:
         raise QnormError("learning_rate and max_grad_norm must be positive")
+    if run.stop_when_solved and not run.eval_freq:
+        raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
     if not config.network.hidden_sizes or min(config.network.hidden_sizes) < 1:
         raise QnormError("hidden_sizes needs at least one positive width")

@@ -25,6 +25,7 @@ from qnorm import (
     make_target,
     soft_update,
 )
+from qnorm.diagnostics import running_vs_batch_gap
 from qnorm.numpy_acting import NumpyActor
 
 
@@ -34,6 +35,8 @@ class ModeDiagnostics:
 
     q_gap: float  # mean |Q_train - Q_eval|
     greedy_agreement: float  # fraction of states whose greedy action agrees in both modes
+    # Standard mode: |running-stat - batch-stat normalization| of s' in the target network.
+    target_stats_gap: float | None = None
 
 
 @dataclass
@@ -61,7 +64,9 @@ class DQNAgent:
         torch.manual_seed(seed)
         self.online = build_q_network(spec).to(self.device).eval()
         check_train_batch_size(self.online, config.batch_size)
-        self.target = make_target(self.online)
+        self.joint = config.bn_mode == "joint"
+        # Joint (CrossQ-style) updates bootstrap from the online network itself: no target.
+        self.target = None if self.joint else make_target(self.online)
         self.parameters = list(self.online.parameters())
         self.optimizer = make_adam(self.parameters, config.learning_rate, self.device)
         self.rng = np.random.default_rng(seed)
@@ -114,8 +119,15 @@ class DQNAgent:
                 next_q = next_q_target.max(dim=-1).values
             return batch.rewards + self.config.gamma * (1.0 - batch.terminated) * next_q
 
+    @property
+    def target_scheme(self) -> str:
+        """``target_network`` (standard DQN) or ``joint_batch`` (one forward of s and s')."""
+        return "joint_batch" if self.joint else "target_network"
+
     def update(self, batch: Batch, diagnose: bool = False) -> UpdateStats:
         """One gradient step on the TD loss of ``batch`` (optionally measuring mode effects)."""
+        if self.joint:
+            return self._joint_step(batch, diagnose)
         return self._gradient_step(batch, self.td_target(batch), diagnose)
 
     def update_phase(self, batches: Batch, diagnose_steps=()) -> list[UpdateStats]:
@@ -126,6 +138,11 @@ class DQNAgent:
         Double DQN the TD targets of the whole phase are computed up front.
         """
         steps = batches.obs.shape[0]
+        if self.joint:
+            return [
+                self._joint_step(Batch(*(field[step] for field in batches)), step in diagnose_steps)
+                for step in range(steps)
+            ]
         next_q_target = self.target_q(batches.next_obs)
         targets = None if self.config.double_dqn else self.td_target(batches, next_q_target)
         stats = []
@@ -141,13 +158,35 @@ class DQNAgent:
         q_eval = self._eval_q(batch.obs) if diagnose else None
         with learning_mode(self.online):  # the one train-mode forward: Q(s, a) in the loss
             q_all = self.online(batch.obs)
-        q = q_all.gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+        gap = running_vs_batch_gap(self.target, batch.next_obs) if diagnose else None
+        return self._optimize(q_all, batch.actions, target, q_eval, gap)
+
+    def _joint_step(self, batch: Batch, diagnose: bool) -> UpdateStats:
+        """CrossQ's scheme: s and s' through the online network as ONE train-mode batch.
+
+        Both halves of the TD error are normalized with the same batch statistics; the s'
+        half is detached and bootstraps the target (its own argmax, as Double DQN would
+        pick from the online network), so no target network exists.
+        """
+        q_eval = self._eval_q(batch.obs) if diagnose else None
+        n = batch.obs.shape[0]
+        with learning_mode(self.online):  # the one train-mode forward, on cat(s, s')
+            q_joint = self.online(torch.cat([batch.obs, batch.next_obs]))
+        next_q = q_joint[n:].detach().max(dim=-1).values
+        target = batch.rewards + self.config.gamma * (1.0 - batch.terminated) * next_q
+        return self._optimize(q_joint[:n], batch.actions, target, q_eval, None)
+
+    def _optimize(self, q_all, actions, target, q_eval, target_gap) -> UpdateStats:
+        """Loss on Q(s, a), backward, gradient clipping, Adam step."""
+        q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = self.loss_fn(q, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_grad_norm(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
-        diagnostics = None if q_eval is None else _compare_modes(q_all.detach(), q_eval)
+        diagnostics = None
+        if q_eval is not None:
+            diagnostics = _compare_modes(q_all.detach(), q_eval, target_gap)
         return UpdateStats(loss.detach(), q.detach().mean(), diagnostics)
 
     def _eval_q(self, obs: torch.Tensor) -> torch.Tensor:
@@ -156,6 +195,8 @@ class DQNAgent:
 
     def sync_target(self) -> None:
         """Hard copy when tau is 1, Polyak averaging otherwise; norm buffers always copied."""
+        if self.target is None:  # joint updates have no target network
+            return
         if self.config.tau >= 1.0:
             hard_update(self.target, self.online)
         else:
@@ -183,8 +224,10 @@ def make_adam(params: list[torch.Tensor], lr: float, device: torch.device) -> to
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def _compare_modes(q_train: torch.Tensor, q_eval: torch.Tensor) -> ModeDiagnostics:
+def _compare_modes(
+    q_train: torch.Tensor, q_eval: torch.Tensor, target_gap: float | None
+) -> ModeDiagnostics:
     """The gap between train-mode and eval-mode Q-values of the same states, before a step."""
     gap = (q_train - q_eval).abs().mean().item()
     agree = (q_train.argmax(dim=1) == q_eval.argmax(dim=1)).float().mean().item()
-    return ModeDiagnostics(gap, agree)
+    return ModeDiagnostics(gap, agree, target_gap)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -80,10 +81,24 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
         torch.set_num_threads(config.run.torch_threads)
         agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
+        if config.run.stop_when_solved:
+            should_stop = _solved_rule(config.run.env_id, should_stop)
         run_dir = create_run_dir(config)
         return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
     finally:
         envs.close()
+
+
+def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:
+    """Stop once a greedy evaluation reaches the env's registered reward threshold."""
+    threshold = gym.spec(env_id).reward_threshold
+    if threshold is None:
+        raise QnormError(f"{env_id} has no reward threshold, so stop_when_solved cannot apply")
+
+    def rule(step: int, mean_return: float) -> bool:
+        return mean_return >= threshold or (other is not None and other(step, mean_return))
+
+    return rule
 
 
 class Trainer:
@@ -228,6 +243,8 @@ class Trainer:
         step = self.global_step
         self.logger.scalar("norm/q_train_eval_gap", diagnostics.q_gap, step)
         self.logger.scalar("norm/greedy_agreement", diagnostics.greedy_agreement, step)
+        if diagnostics.target_stats_gap is not None:
+            self.logger.scalar("norm/target_stats_gap", diagnostics.target_stats_gap, step)
         self.logger.norm_statistics(self.agent.online, step)
 
     def periodic(self, iteration: int, n_envs: int, start: float, epsilon: float, bar) -> None:
@@ -274,5 +291,6 @@ class Trainer:
             self.obs_dtype,
             self.global_step,
             self.config.to_dict(),
+            self.agent.target_scheme,
         )
         return save_checkpoint(self.run_dir / "checkpoints" / name, self.agent.online, metadata)

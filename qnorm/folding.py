@@ -8,6 +8,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from qnorm.batchrenorm import BatchRenorm
 from qnorm.networks import DuelingHead
 
 
@@ -51,7 +52,9 @@ def _norm_then_linear(norm: nn.BatchNorm1d, linear: nn.Linear) -> nn.Linear:
 
 
 def _is_foldable_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.BatchNorm1d) and module.track_running_stats
+    # BatchRenorm is, in eval mode, the same affine map of its running statistics.
+    batchnorm = isinstance(module, nn.BatchNorm1d) and module.track_running_stats
+    return batchnorm or isinstance(module, BatchRenorm)
 
 
 def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:

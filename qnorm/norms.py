@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qnorm.errors import QnormError
+from qnorm.batchrenorm import BatchRenorm
+from qnorm.errors import QnormError, single_sample_message
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -63,14 +64,6 @@ def is_batch_statistics_module(module: nn.Module) -> bool:
     )
 
 
-def single_sample_message(module_name: str) -> str:
-    """The sentence said when a batch-statistics norm is trained on one sample."""
-    return (
-        f"{module_name} in train mode got a batch of one sample, whose batch statistics are "
-        "undefined; act through qnorm.acting_mode (eval mode) or train on at least 2 samples"
-    )
-
-
 class FeatureBatchNorm(nn.BatchNorm1d):
     """BatchNorm over the last dimension, with statistics over all leading dimensions."""
 
@@ -86,3 +79,4 @@ register_norm("none", None)
 register_norm("batchnorm", FeatureBatchNorm, uses_batch_statistics=True)
 register_norm("layernorm", nn.LayerNorm)
 register_norm("rmsnorm", nn.RMSNorm)
+register_norm("batchrenorm", BatchRenorm, uses_batch_statistics=True)

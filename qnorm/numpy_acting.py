@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qnorm.batchrenorm import BatchRenorm
 from qnorm.networks import DuelingHead, QNetwork
 
 Op = Callable[[np.ndarray], np.ndarray]
@@ -85,6 +86,8 @@ def _op_for(module: nn.Module) -> Op | None:
     if isinstance(module, nn.Linear):
         return _linear(module)
     if isinstance(module, nn.BatchNorm1d) and module.track_running_stats:
+        return _batchnorm(module)
+    if isinstance(module, BatchRenorm):  # eval mode: BatchNorm with its running statistics
         return _batchnorm(module)
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
         return _layernorm(module)

@@ -93,7 +93,9 @@ def test_folded_batchnorm_network_matches_the_original(placement, input_norm, du
 
 
 @pytest.mark.parametrize("dueling", [False, True])
-@pytest.mark.parametrize("norm", [n for n in NORMS if n != "batchnorm"])
+@pytest.mark.parametrize(
+    "norm", [n for n in NORMS if not qnorm.get_norm_kind(n).uses_batch_statistics]
+)
 def test_folding_a_network_without_batchnorm_changes_no_output(norm, dueling):
     net = build(norm, "after", input_norm=True, dueling=dueling)
     net.train()

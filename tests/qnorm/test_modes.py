@@ -11,7 +11,9 @@ import qnorm
 
 OBS_DIM, NUM_ACTIONS, HIDDEN = 5, 3, (16, 8)
 NORMS = qnorm.norm_names()
-BATCH_STAT_NORMS = ("batchnorm",)
+BATCH_STAT_NORMS = tuple(
+    n for n in qnorm.norm_names() if qnorm.get_norm_kind(n).uses_batch_statistics
+)
 
 
 @pytest.fixture(autouse=True)

@@ -116,7 +116,7 @@ def test_linear_directly_before_batchnorm_has_no_bias(norm, placement, input_nor
         else:
             assert module.bias is not None, name
     assert checked == len(HIDDEN) + (0 if dueling else 1)
-    no_bias = norm == "batchnorm" and placement == "before"
+    no_bias = qnorm.get_norm_kind(norm).uses_batch_statistics and placement == "before"
     for i in range(1, len(HIDDEN) + 1):
         assert (getattr(net.layers, f"linear{i}").bias is None) is no_bias
     if dueling:

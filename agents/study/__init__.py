@@ -1,0 +1,1 @@
+"""Multi-seed studies of normalization variants: grid, runner, aggregation, plots."""

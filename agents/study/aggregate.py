@@ -1,0 +1,135 @@
+"""Turn finished study cells into a CSV of all runs, Markdown tables and learning-curve PNGs."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from agents.study import stats
+from agents.study.grid import COLOURS, Cell, reward_threshold
+from agents.study.runner import is_done, read_curve
+
+
+def collect(root: Path, cells: list[Cell]) -> dict[Cell, list[tuple[int, float]]]:
+    """The evaluation curves of every finished cell."""
+    return {cell: read_curve(root, cell) for cell in cells if is_done(root, cell)}
+
+
+def write_runs_csv(path: Path, curves: dict[Cell, list[tuple[int, float]]]) -> None:
+    """One row per evaluation of every run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["env_id", "variant", "seed", "step", "mean_return"])
+        for cell, curve in curves.items():
+            for step, value in curve:
+                writer.writerow([cell.env_id, cell.variant, cell.seed, step, f"{value:.4f}"])
+
+
+def summarize(curves: dict[Cell, list[tuple[int, float]]]) -> dict[tuple[str, str], dict]:
+    """Per env and variant: final return (mean, CI, IQM), AUC and steps to threshold."""
+    grouped: dict[tuple[str, str], list[list[tuple[int, float]]]] = defaultdict(list)
+    for cell, curve in curves.items():
+        if curve:
+            grouped[cell.env_id, cell.variant].append(curve)
+    table = {}
+    for (env_id, variant), runs in grouped.items():
+        threshold = reward_threshold(env_id)
+        finals = [curve[-1][1] for curve in runs]
+        aucs = [stats.normalized_auc(*zip(*curve, strict=True)) for curve in runs]
+        reach = [stats.steps_to_threshold(*zip(*c, strict=True), threshold) for c in runs]
+        table[env_id, variant] = {
+            "seeds": len(runs),
+            "final_mean": float(np.mean(finals)),
+            "final_ci": stats.bootstrap_ci(finals),
+            "final_iqm": stats.interquartile_mean(finals),
+            "auc_mean": float(np.mean(aucs)),
+            "auc_ci": stats.bootstrap_ci(aucs),
+            "reached": sum(math.isfinite(r) for r in reach),
+            "steps_median": float(np.median(reach)),
+            "threshold": threshold,
+        }
+    return table
+
+
+def _steps_text(row: dict) -> str:
+    if row["threshold"] is None:
+        return "n/a"
+    median = "never" if math.isinf(row["steps_median"]) else f"{row['steps_median']:,.0f}"
+    return f"{median} ({row['reached']}/{row['seeds']} reached)"
+
+
+def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
+    """The Markdown table of one env, variants in the given order."""
+    threshold = reward_threshold(env_id)
+    lines = [
+        f"### {env_id} (threshold {threshold})",
+        "",
+        "| variant | seeds | final greedy return: mean [95% CI] | IQM | AUC: mean [95% CI] "
+        "| steps to threshold: median |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in variants:
+        row = table.get((env_id, variant))
+        if row is None:
+            continue
+        low, high = row["final_ci"]
+        auc_low, auc_high = row["auc_ci"]
+        lines.append(
+            f"| {variant} | {row['seeds']} | {row['final_mean']:.1f} [{low:.1f}, {high:.1f}] "
+            f"| {row['final_iqm']:.1f} | {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
+            f"| {_steps_text(row)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None:
+    """Mean greedy return per variant with a 95% bootstrap band, one figure per env."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant in variants:
+        runs = [
+            c for cell, c in curves.items() if cell.env_id == env_id and cell.variant == variant
+        ]
+        runs = [c for c in runs if c]
+        if not runs:
+            continue
+        steps = sorted({s for run in runs for s, _ in run})
+        grid = np.array([np.interp(steps, *zip(*run, strict=True)) for run in runs])
+        mean = grid.mean(axis=0)
+        bands = np.array(
+            [stats.bootstrap_ci(grid[:, i], resamples=2000) for i in range(len(steps))]
+        )
+        colour = COLOURS.get(variant)
+        ax.plot(steps, mean, label=f"{variant} (n={len(runs)})", color=colour)
+        ax.fill_between(steps, bands[:, 0], bands[:, 1], color=colour, alpha=0.2)
+    threshold = reward_threshold(env_id)
+    if threshold is not None:
+        ax.axhline(threshold, color="black", linestyle=":", linewidth=1, label="threshold")
+    ax.set(title=env_id, xlabel="environment steps", ylabel="greedy evaluation return")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def aggregate(root: Path, out: Path, cells: list[Cell], variants: list[str]) -> dict:
+    """Write runs.csv, one Markdown table and one PNG per env into ``out``."""
+    curves = collect(root, cells)
+    write_runs_csv(out / "runs.csv", curves)
+    table = summarize(curves)
+    envs = list(dict.fromkeys(cell.env_id for cell in curves))
+    sections = [markdown_table(env_id, table, variants) for env_id in envs]
+    (out / "tables.md").write_text("\n".join(sections))
+    for env_id in envs:
+        plot_env(out / f"{env_id}.png", env_id, curves, variants)
+    return table

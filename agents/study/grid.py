@@ -1,0 +1,83 @@
+"""The study grid: environments x normalization variants x seeds, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from agents.cli import config_from_flags
+from agents.config import TrainConfig
+from qnorm import QnormError
+
+# Each variant is a set of TrainConfig overrides; everything else comes from the env preset,
+# the same for every variant.
+VARIANTS: dict[str, dict[str, object]] = {
+    "none": {"network.norm": "none"},
+    "batchnorm": {"network.norm": "batchnorm", "network.norm_placement": "before"},
+    "batchnorm_after": {"network.norm": "batchnorm", "network.norm_placement": "after"},
+    "batchnorm_input": {"network.norm": "batchnorm", "network.input_norm": True},
+    "layernorm": {"network.norm": "layernorm", "network.norm_placement": "before"},
+    "layernorm_after": {"network.norm": "layernorm", "network.norm_placement": "after"},
+    "layernorm_input": {"network.norm": "layernorm", "network.input_norm": True},
+    "rmsnorm": {"network.norm": "rmsnorm"},
+    "batchnorm_joint": {"network.norm": "batchnorm", "dqn.bn_mode": "joint"},
+    "batchrenorm_joint": {"network.norm": "batchrenorm", "dqn.bn_mode": "joint"},
+}
+
+# Colours are fixed per variant so every figure reads the same way.
+COLOURS: dict[str, str] = {
+    "none": "#444444",
+    "batchnorm": "#1f77b4",
+    "batchnorm_after": "#6baed6",
+    "batchnorm_input": "#08306b",
+    "layernorm": "#d62728",
+    "layernorm_after": "#fc9272",
+    "layernorm_input": "#67000d",
+    "rmsnorm": "#2ca02c",
+    "batchnorm_joint": "#9467bd",
+    "batchrenorm_joint": "#ff7f0e",
+}
+
+ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the study."""
+
+    env_id: str
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The cell's run-directory name."""
+        return f"{self.env_id}__{self.variant}__{self.seed}"
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """The env's registered 'solved' return, if it has one."""
+    return gym.spec(env_id).reward_threshold
+
+
+def cells(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
+    """Every combination, in a stable order; unknown variants are an error."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise QnormError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    return [Cell(e, v, s) for e in envs for v in variants for s in seeds]
+
+
+def cell_config(cell: Cell, run_dir: str, overrides: dict[str, object]) -> TrainConfig:
+    """The ordinary training config of a cell: preset, variant, then study-wide overrides."""
+    flags = {
+        "run.env_id": cell.env_id,
+        "run.seed": cell.seed,
+        "run.run_dir": run_dir,
+        "run.progress": False,
+        "run.torch_threads": 1,  # one thread per process: several run side by side
+        **VARIANTS[cell.variant],
+        **overrides,
+    }
+    return config_from_flags(flags)

@@ -1,0 +1,88 @@
+"""Run study cells in parallel (local processes or Ray), skipping cells already finished."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+from agents.checkpoint import write_json
+from agents.study.grid import Cell, cell_config
+from agents.training import train
+from qnorm import QnormError
+
+DONE_FILE = "done.json"
+CURVE_FILE = "curve.csv"
+
+
+def cell_dir(root: Path, cell: Cell) -> Path:
+    """Where a cell's run directory lives."""
+    return root / "runs" / cell.name
+
+
+def is_done(root: Path, cell: Cell) -> bool:
+    """Whether the cell finished (its curve and done marker are written last)."""
+    return (cell_dir(root, cell) / DONE_FILE).is_file()
+
+
+def run_cell(root: str, cell: dict, overrides: dict) -> dict:
+    """Train one cell and write its evaluation curve; a finished cell is skipped."""
+    cell_obj = Cell(**cell)
+    run_dir = cell_dir(Path(root), cell_obj)
+    if is_done(Path(root), cell_obj):
+        return {**cell, "status": "skipped"}
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted attempt at this cell: start it again
+    result = train(cell_config(cell_obj, str(run_dir), overrides))
+    with open(run_dir / CURVE_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "mean_return"])
+        writer.writerows(result.evaluations)
+    write_json(run_dir / DONE_FILE, {**cell, "steps": result.global_step})
+    return {**cell, "status": "trained"}
+
+
+def run_local(root: Path, todo: list[Cell], overrides: dict, workers: int, report) -> None:
+    """Run cells in ``workers`` fresh processes, one torch thread each."""
+    if not todo:
+        return
+    context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(run_cell, str(root), asdict(c), overrides) for c in todo]
+        for future in futures:
+            report(future.result())
+
+
+def run_ray(root: Path, todo: list[Cell], overrides: dict, address: str, report) -> None:
+    """Run cells as Ray tasks (one CPU each) on the cluster at ``address``."""
+    try:
+        import ray
+    except ImportError:
+        raise QnormError("--ray-address needs Ray: pip install -e '.[ray]'") from None
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=1)(run_cell)
+    pending = [remote.remote(str(root), asdict(c), overrides) for c in todo]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        report(ray.get(ready[0]))
+
+
+def read_curve(root: Path, cell: Cell) -> list[tuple[int, float]]:
+    """A finished cell's evaluation curve as (step, mean return) pairs."""
+    with open(cell_dir(root, cell) / CURVE_FILE, newline="") as handle:
+        return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(handle)]
+
+
+def write_manifest(root: Path, spec: dict) -> None:
+    """Record what the study was asked to run, beside its results."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "study.json", spec)
+
+
+def read_manifest(root: Path) -> dict:
+    """The study spec written by ``write_manifest``."""
+    return json.loads((root / "study.json").read_text())

@@ -1,0 +1,62 @@
+"""A whole study: which cells to run, running the missing ones, then aggregating."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agents.study import aggregate, runner
+from agents.study.grid import ENVS, VARIANTS, cells
+
+QUICK = {
+    "envs": ["CartPole-v1"],
+    "variants": ["none", "batchnorm", "layernorm", "batchrenorm_joint"],
+    "seeds": 2,
+    "overrides": {"run.total_timesteps": 8_000, "run.eval_freq": 2_000, "run.eval_episodes": 5},
+}
+
+
+@dataclass
+class StudySpec:
+    """What to run and where: the grid, study-wide overrides, the output folders."""
+
+    name: str = "main"
+    envs: list[str] = field(default_factory=lambda: list(ENVS))
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    seeds: int = 5
+    overrides: dict = field(default_factory=dict)  # TrainConfig "section.field" values
+    runs_dir: str = "runs/study"
+    results_dir: str = "results"
+    workers: int = os.cpu_count() or 1
+    ray_address: str = ""
+
+    @property
+    def runs_root(self) -> Path:
+        """Where the cells' run directories (checkpoints, TensorBoard logs) go."""
+        return Path(self.runs_dir) / self.name
+
+    @property
+    def results_root(self) -> Path:
+        """Where runs.csv, tables.md and the PNGs go."""
+        return Path(self.results_dir) / self.name
+
+
+def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
+    """Run every unfinished cell (unless ``train`` is False), then aggregate all finished."""
+    grid = cells(spec.envs, spec.variants, list(range(spec.seeds)))
+    if train:
+        todo = [c for c in grid if not runner.is_done(spec.runs_root, c)]
+        report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
+        runner.write_manifest(spec.results_root, asdict(spec))
+
+        def announce(result: dict) -> None:
+            report(f"  {result['status']}: {result['env_id']} {result['variant']} {result['seed']}")
+
+        if spec.ray_address:
+            runner.run_ray(spec.runs_root, todo, spec.overrides, spec.ray_address, announce)
+        else:
+            runner.run_local(spec.runs_root, todo, spec.overrides, spec.workers, announce)
+    table = aggregate.aggregate(spec.runs_root, spec.results_root, grid, spec.variants)
+    report(f"results: {spec.results_root}/tables.md, runs.csv and one PNG per env")
+    return table

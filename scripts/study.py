@@ -1,0 +1,71 @@
+"""Run a multi-seed normalization study and write its tables and plots.
+
+python scripts/study.py --quick                       # a small study, a few minutes
+python scripts/study.py                               # every env, variant and 5 seeds
+python scripts/study.py --ray-address auto            # the same grid on a Ray cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+from agents.cli import run_main
+from agents.study.grid import ENVS, VARIANTS
+from agents.study.study import QUICK, StudySpec, run_study
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", default=None, help="study name (default: main, or quick)")
+    p.add_argument("--envs", nargs="+", default=list(ENVS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="study-wide config overrides, e.g. run.total_timesteps=50000",
+    )
+    p.add_argument("--workers", type=int, default=None, help="parallel local processes")
+    p.add_argument("--runs-dir", default="runs/study", help="where run directories go")
+    p.add_argument("--results-dir", default="results", help="where tables and plots go")
+    p.add_argument("--ray-address", default="", help="run on Ray: 'auto', 'local' or an address")
+    p.add_argument("--quick", action="store_true", help="small grid: CartPole, 2 seeds, 8k steps")
+    p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    overrides = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    spec = StudySpec(
+        name=args.name or ("quick" if args.quick else "main"),
+        envs=QUICK["envs"] if args.quick else args.envs,
+        variants=QUICK["variants"] if args.quick else args.variants,
+        seeds=QUICK["seeds"] if args.quick else args.seeds,
+        overrides={**(QUICK["overrides"] if args.quick else {}), **parse_overrides(args.set)},
+        runs_dir=args.runs_dir,
+        results_dir=args.results_dir,
+        ray_address=args.ray_address,
+    )
+    if args.workers:
+        spec.workers = args.workers
+    run_study(spec, train=not args.aggregate_only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

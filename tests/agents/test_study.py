@@ -1,0 +1,132 @@
+"""The study: statistics on known curves, aggregation outputs, resume, a tiny end-to-end run."""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.checkpoint import write_json
+from agents.study import stats
+from agents.study.aggregate import aggregate, summarize
+from agents.study.grid import Cell, cells
+from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, run_cell
+from qnorm import QnormError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bootstrap_ci_brackets_the_mean_and_collapses_for_constant_data():
+    low, high = stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert low < 3.0 < high and low >= 1.0 and high <= 5.0
+    assert stats.bootstrap_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+
+
+def test_interquartile_mean_trims_a_quarter_from_each_end():
+    assert stats.interquartile_mean(range(1, 9)) == 4.5  # mean of 3, 4, 5, 6
+    assert stats.interquartile_mean([0.0, 10.0, 10.0, 10.0, 1000.0]) == 10.0
+
+
+def test_auc_and_steps_to_threshold_on_a_known_curve():
+    steps, returns = [0, 100, 200], [0.0, 100.0, 200.0]
+    assert stats.normalized_auc(steps, returns) == 100.0  # a straight line's mean height
+    assert stats.steps_to_threshold(steps, returns, 150.0) == 200.0
+    assert math.isinf(stats.steps_to_threshold(steps, returns, 500.0))
+
+
+def fake_cell(root: Path, cell: Cell, curve: list[tuple[int, float]]) -> None:
+    run_dir = cell_dir(root, cell)
+    run_dir.mkdir(parents=True)
+    with open(run_dir / CURVE_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "mean_return"])
+        writer.writerows(curve)
+    write_json(run_dir / DONE_FILE, {"env_id": cell.env_id})
+
+
+def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "results"
+    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0, 1])
+    finals = {("none", 0): 100.0, ("none", 1): 300.0, ("layernorm", 0): 500.0}
+    for (variant, seed), final in finals.items():
+        fake_cell(root, Cell("CartPole-v1", variant, seed), [(0, 0.0), (1000, final)])
+    table = aggregate(root, out, grid, ["none", "layernorm"])
+    none = table["CartPole-v1", "none"]
+    assert none["seeds"] == 2 and none["final_mean"] == 200.0
+    assert none["auc_mean"] == 100.0  # mean height of 0->100 and 0->300 lines
+    assert none["reached"] == 0 and math.isinf(none["steps_median"])
+    layer = table["CartPole-v1", "layernorm"]
+    assert layer["reached"] == 1 and layer["steps_median"] == 1000.0
+    rows = list(csv.DictReader((out / "runs.csv").read_text().splitlines()))
+    assert len(rows) == 6 and {r["variant"] for r in rows} == {"none", "layernorm"}
+    text = (out / "tables.md").read_text()
+    assert "| none | 2 | 200.0 [100.0, 300.0] |" in text
+    assert "1,000 (1/1 reached)" in text
+    assert (out / "CartPole-v1.png").stat().st_size > 1000
+
+
+def test_summary_skips_unfinished_cells(tmp_path):
+    assert summarize({}) == {}
+    with pytest.raises(QnormError, match="unknown variant"):
+        cells(["CartPole-v1"], ["no_such_variant"], [0])
+
+
+def test_a_finished_cell_is_skipped_not_retrained(tmp_path):
+    cell = Cell("CartPole-v1", "none", 0)
+    fake_cell(tmp_path, cell, [(0, 1.0)])
+    marker = (cell_dir(tmp_path, cell) / DONE_FILE).read_bytes()
+    result = run_cell(str(tmp_path), {"env_id": "CartPole-v1", "variant": "none", "seed": 0}, {})
+    assert result["status"] == "skipped"
+    assert (cell_dir(tmp_path, cell) / DONE_FILE).read_bytes() == marker
+
+
+TINY = [
+    "run.total_timesteps=600",
+    "run.eval_freq=300",
+    "run.eval_episodes=2",
+    "network.hidden_sizes=[16,16]",
+    "dqn.learning_starts=100",
+    "dqn.train_freq=4",
+    "dqn.gradient_steps=1",
+    "dqn.batch_size=16",
+]
+
+
+def run_study_script(tmp_path, *extra):
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "study.py"),
+            *("--name", "tiny", "--envs", "CartPole-v1", "--variants", "none", "batchnorm"),
+            *("--seeds", "1", "--workers", "2", "--set", *TINY),
+            *("--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_tiny_study_end_to_end_then_resume_skips_everything(tmp_path):
+    first = run_study_script(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "2 to run" in first.stdout
+    results = tmp_path / "results" / "tiny"
+    rows = list(csv.DictReader((results / "runs.csv").read_text().splitlines()))
+    assert len(rows) == 4  # 2 runs x 2 evaluations
+    assert "| batchnorm | 1 |" in (results / "tables.md").read_text()
+    assert (results / "CartPole-v1.png").is_file() and (results / "study.json").is_file()
+
+    again = run_study_script(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2 already finished, 0 to run" in again.stdout
+
+
+def test_study_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    done = run_study_script(tmp_path, "--ray-address", "local")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results" / "tiny" / "runs.csv").is_file()
