@@ -35,33 +35,37 @@ def missing_dependency(env_id: str, exc: gym.error.DependencyNotInstalled) -> Qn
     )
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
-    """One checked environment."""
+def _checked(env_id: str, make, spaces):
+    """``make()`` with gymnasium's errors turned into ours, then its spaces checked."""
     check_env_id(env_id)
     try:
-        env = gym.make(env_id, **kwargs)
+        env = make()
     except gym.error.DependencyNotInstalled as exc:
         raise missing_dependency(env_id, exc) from None
     try:
-        check_spaces(env_id, env.observation_space, env.action_space)
+        check_spaces(env_id, *spaces(env))
     except QnormError:
         env.close()
         raise
     return env
 
 
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """One checked environment."""
+    return _checked(
+        env_id,
+        lambda: gym.make(env_id, **kwargs),
+        lambda env: (env.observation_space, env.action_space),
+    )
+
+
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """``num_envs`` synchronous copies that record episode returns and lengths in ``info``."""
-    check_env_id(env_id)
-    try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
-    except gym.error.DependencyNotInstalled as exc:
-        raise missing_dependency(env_id, exc) from None
-    try:
-        check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
-    except QnormError:
-        envs.close()
-        raise
+    envs = _checked(
+        env_id,
+        lambda: gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync"),
+        lambda envs: (envs.single_observation_space, envs.single_action_space),
+    )
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 

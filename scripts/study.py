@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel local processes")
     p.add_argument("--runs-dir", default="runs/study", help="where run directories go")
     p.add_argument("--results-dir", default="results", help="where tables and plots go")
+    p.add_argument("--out", default="", help="results folder (default: RESULTS_DIR/NAME)")
     p.add_argument("--ray-address", default="", help="run on Ray: 'auto', 'local' or an address")
     p.add_argument("--quick", action="store_true", help="small grid: CartPole, 2 seeds, 8k steps")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=args.runs_dir,
         results_dir=args.results_dir,
         ray_address=args.ray_address,
+        out=args.out,
     )
     if args.workers:
         spec.workers = args.workers

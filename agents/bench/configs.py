@@ -30,6 +30,23 @@ class BenchConfig:
     max_grad_norm: float = 10.0
     env_id: str = "CartPole-v1"
 
+    def dqn_kwargs(self) -> dict:
+        """The DQN hyperparameters, named as both DQNConfig and SB3's DQN name them."""
+        names = (
+            "learning_rate",
+            "buffer_size",
+            "learning_starts",
+            "batch_size",
+            "gamma",
+            "train_freq",
+            "gradient_steps",
+            "target_update_interval",
+            "exploration_fraction",
+            "exploration_final_eps",
+            "max_grad_norm",
+        )
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict:
         """JSON-ready fields."""
         data = asdict(self)

@@ -30,6 +30,7 @@ class StudySpec:
     results_dir: str = "results"
     workers: int = os.cpu_count() or 1
     ray_address: str = ""
+    out: str = ""  # results folder, if not results_dir/name
 
     @property
     def runs_root(self) -> Path:
@@ -39,7 +40,7 @@ class StudySpec:
     @property
     def results_root(self) -> Path:
         """Where runs.csv, tables.md and the PNGs go."""
-        return Path(self.results_dir) / self.name
+        return Path(self.out) if self.out else Path(self.results_dir) / self.name
 
 
 def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
