@@ -94,7 +94,7 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     for variant in variants:
         runs = [
             c for cell, c in curves.items() if cell.env_id == env_id and cell.variant == variant
@@ -115,7 +115,7 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle=":", linewidth=1, label="threshold")
     ax.set(title=env_id, xlabel="environment steps", ylabel="greedy evaluation return")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
