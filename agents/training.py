@@ -75,6 +75,7 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
     validate(config)
     device = resolve_device(config.run.device)
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
+    eval_env = None
     try:
         space = envs.single_observation_space
         spec = network_spec(config, int(np.prod(space.shape)), int(envs.single_action_space.n))
@@ -87,6 +88,8 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
         return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
     finally:
         envs.close()
+        if eval_env is not None:
+            eval_env.close()
 
 
 def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:

@@ -46,10 +46,10 @@ class StudySpec:
 def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
     """Run every unfinished cell (unless ``train`` is False), then aggregate all finished."""
     grid = cells(spec.envs, spec.variants, list(range(spec.seeds)))
+    runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
     if train:
         todo = [c for c in grid if not runner.is_done(spec.runs_root, c)]
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
-        runner.write_manifest(spec.results_root, asdict(spec))
 
         def announce(result: dict) -> None:
             report(f"  {result['status']}: {result['env_id']} {result['variant']} {result['seed']}")
