@@ -10,13 +10,30 @@ from pathlib import Path
 import numpy as np
 
 from agents.study import stats
-from agents.study.grid import COLOURS, Cell, reward_threshold
+from agents.study.grid import COLOURS, VARIANTS, Cell, reward_threshold
 from agents.study.runner import is_done, read_curve
 
 
-def collect(root: Path, cells: list[Cell]) -> dict[Cell, list[tuple[int, float]]]:
-    """The evaluation curves of every finished cell."""
-    return {cell: read_curve(root, cell) for cell in cells if is_done(root, cell)}
+def collect(root: Path, cells: list[Cell], earlier: dict | None = None) -> dict:
+    """The evaluation curves of every finished cell: from its run directory, else from
+    ``earlier`` results (a committed runs.csv), so a study resumes on a fresh machine."""
+    curves = dict(earlier or {})  # recorded cells outside this grid are kept, never dropped
+    for cell in cells:
+        if is_done(root, cell):
+            curves[cell] = read_curve(root, cell)
+    return curves
+
+
+def read_runs_csv(path: Path) -> dict[Cell, list[tuple[int, float]]]:
+    """The curves recorded in a runs.csv written by ``write_runs_csv`` (empty if none)."""
+    if not path.is_file():
+        return {}
+    curves: dict[Cell, list[tuple[int, float]]] = defaultdict(list)
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            cell = Cell(row["env_id"], row["variant"], int(row["seed"]))
+            curves[cell].append((int(row["step"]), float(row["mean_return"])))
+    return dict(curves)
 
 
 def write_runs_csv(path: Path, curves: dict[Cell, list[tuple[int, float]]]) -> None:
@@ -124,9 +141,11 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None
 
 def aggregate(root: Path, out: Path, cells: list[Cell], variants: list[str]) -> dict:
     """Write runs.csv, one Markdown table and one PNG per env into ``out``."""
-    curves = collect(root, cells)
+    curves = collect(root, cells, read_runs_csv(out / "runs.csv"))
     write_runs_csv(out / "runs.csv", curves)
     table = summarize(curves)
+    present = {cell.variant for cell in curves}
+    variants = [v for v in dict.fromkeys([*variants, *VARIANTS]) if v in present]
     envs = list(dict.fromkeys(cell.env_id for cell in curves))
     sections = [markdown_table(env_id, table, variants) for env_id in envs]
     (out / "tables.md").write_text("\n".join(sections))

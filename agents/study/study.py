@@ -44,11 +44,15 @@ class StudySpec:
 
 
 def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
-    """Run every unfinished cell (unless ``train`` is False), then aggregate all finished."""
+    """Run every unfinished cell (unless ``train`` is False), then aggregate all finished.
+
+    A cell is finished when its run directory says so or when the results' runs.csv
+    already holds its curve (committed results let a study resume on a fresh machine).
+    """
     grid = cells(spec.envs, spec.variants, list(range(spec.seeds)))
-    runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
     if train:
-        todo = [c for c in grid if not runner.is_done(spec.runs_root, c)]
+        recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
+        todo = [c for c in grid if not runner.is_done(spec.runs_root, c) and c not in recorded]
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
 
         def announce(result: dict) -> None:
@@ -58,6 +62,7 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
             runner.run_ray(spec.runs_root, todo, spec.overrides, spec.ray_address, announce)
         else:
             runner.run_local(spec.runs_root, todo, spec.overrides, spec.workers, announce)
+    runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
     table = aggregate.aggregate(spec.runs_root, spec.results_root, grid, spec.variants)
     report(f"results: {spec.results_root}/tables.md, runs.csv and one PNG per env")
     return table

@@ -130,3 +130,30 @@ def test_study_on_a_local_ray_instance(tmp_path):
     done = run_study_script(tmp_path, "--ray-address", "local")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "tiny" / "runs.csv").is_file()
+
+
+def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):
+    """A fresh machine has no run directories: runs.csv alone resumes the study."""
+    from agents.study.study import StudySpec, run_study
+
+    spec = StudySpec(
+        name="s",
+        envs=["CartPole-v1"],
+        variants=["none"],
+        seeds=1,
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+    )
+    spec.results_root.mkdir(parents=True)
+    (spec.results_root / "runs.csv").write_text(
+        "env_id,variant,seed,step,mean_return\n"
+        "CartPole-v1,none,0,1000,50.0\n"
+        "Acrobot-v1,layernorm,0,1000,-90.0\n"  # outside this grid: must survive
+    )
+    said = []
+    table = run_study(spec, report=said.append)
+    assert "1 cells, 1 already finished, 0 to run" in said
+    assert table["CartPole-v1", "none"]["final_mean"] == 50.0
+    rows = (spec.results_root / "runs.csv").read_text()
+    assert "Acrobot-v1,layernorm,0,1000,-90.0000" in rows
+    assert "| layernorm | 1 |" in (spec.results_root / "tables.md").read_text()
