@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -25,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads for both libraries")
     p.add_argument("--solve", action="store_true", help="also time solving CartPole-v1")
     p.add_argument("--solve-seeds", type=int, default=5)
+    p.add_argument("--total-timesteps", type=int, default=0, help="override the configs' steps")
     p.add_argument("--skip-speed", action="store_true", help="only latencies (and --solve)")
     return p
 
@@ -37,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         f"default torch threads; torch {torch.__version__}; benchmark threads {args.threads}"
     )
     if not args.skip_speed:
-        summary = suite.speed(
-            suite.config_list(args.configs), args.norms, args.repeats, args.threads, out
-        )
+        configs = suite.config_list(args.configs)
+        if args.total_timesteps:
+            configs = [replace(c, total_timesteps=args.total_timesteps) for c in configs]
+        summary = suite.speed(configs, args.norms, args.repeats, args.threads, out)
         suite.print_speed_summary(summary, out)
     torch.set_num_threads(args.threads)
     suite.latencies(args.norms, out)
