@@ -4,8 +4,8 @@ import os
 
 import pytest
 import torch
+from train_helpers import tiny_config as shared_tiny_config
 
-from agents.config import TrainConfig
 from agents.training import train
 from qnorm import QnormError
 
@@ -18,20 +18,7 @@ def _in_tmp_path(tmp_path, monkeypatch):
 
 
 def tiny_config(run_dir, **overrides):
-    config = TrainConfig()
-    config.run.run_dir = str(run_dir)
-    config.run.total_timesteps = 300
-    config.run.eval_freq = 0
-    config.run.progress = False
-    config.run.device = "cpu"
-    config.network.hidden_sizes = (16,)
-    config.dqn.buffer_size = 1000
-    config.dqn.batch_size = 8
-    config.dqn.learning_starts = 50
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
+    return shared_tiny_config(run_dir, 300, **{"dqn__buffer_size": 1000, **overrides})
 
 
 def snapshot(root):

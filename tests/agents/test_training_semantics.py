@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from train_helpers import tiny_config as shared_tiny_config
 
-from agents.config import TrainConfig
 from agents.dqn import DQNAgent
 from agents.envs import make_vector_env
 from agents.run_dir import create_run_dir
@@ -29,25 +29,17 @@ def _deterministic():
     torch.set_num_threads(1)
 
 
+SEMANTICS_DEFAULTS = {
+    "run__log_freq": 1000,
+    "run__diagnostics_freq": 0,
+    "dqn__buffer_size": 5000,
+    "dqn__train_freq": 4,
+    "dqn__target_update_interval": 100,
+}
+
+
 def tiny_config(tmp_path, **overrides):
-    config = TrainConfig()
-    config.run.total_timesteps = 400
-    config.run.eval_freq = 0
-    config.run.progress = False
-    config.run.device = "cpu"
-    config.run.log_freq = 1000
-    config.run.diagnostics_freq = 0
-    config.run.run_dir = str(tmp_path / "run")
-    config.network.hidden_sizes = (16,)
-    config.dqn.buffer_size = 5000
-    config.dqn.batch_size = 8
-    config.dqn.learning_starts = 50
-    config.dqn.train_freq = 4
-    config.dqn.target_update_interval = 100
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
+    return shared_tiny_config(tmp_path / "run", 400, **{**SEMANTICS_DEFAULTS, **overrides})
 
 
 def make_trainer(config):
