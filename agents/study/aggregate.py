@@ -69,8 +69,53 @@ def summarize(curves: dict[Cell, list[tuple[int, float]]]) -> dict[tuple[str, st
             "reached": sum(math.isfinite(r) for r in reach),
             "steps_median": float(np.median(reach)),
             "threshold": threshold,
+            "finals": finals,
         }
+    add_differences_from_baseline(table)
     return table
+
+
+BASELINE = "none"  # every variant is compared with the unnormalized network of its env
+
+
+def add_differences_from_baseline(table: dict[tuple[str, str], dict]) -> None:
+    """Each row gains ``vs_none``: mean final return minus the baseline's, with a 95%
+    bootstrap interval (None for the baseline itself or an env without one)."""
+    for (env_id, variant), row in table.items():
+        base = table.get((env_id, BASELINE))
+        if base is None or variant == BASELINE:
+            row["vs_none"] = None
+            continue
+        difference = row["final_mean"] - base["final_mean"]
+        row["vs_none"] = (difference, stats.bootstrap_difference_ci(row["finals"], base["finals"]))
+
+
+def _difference_text(variant: str, row: dict) -> str:
+    if row.get("vs_none") is None:
+        return "baseline" if variant == BASELINE else "n/a"
+    difference, (low, high) = row["vs_none"]
+    return f"{difference:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def verdict(env_id: str, table: dict, variants: list[str]) -> str:
+    """One sentence per env: which variants beat or lost to no norm beyond the noise."""
+    rows = {v: table[env_id, v] for v in variants if (env_id, v) in table}
+    compared = {v: r["vs_none"] for v, r in rows.items() if r.get("vs_none") is not None}
+    if not compared:
+        return ""
+    better = [v for v, (_, (low, _)) in compared.items() if low > 0]
+    worse = [v for v, (_, (_, high)) in compared.items() if high < 0]
+    unclear = [v for v in compared if v not in better and v not in worse]
+    best = max(rows, key=lambda v: rows[v]["final_mean"])
+
+    def names(items: list[str]) -> str:
+        return ", ".join(items) if items else "no variant"
+
+    return (
+        f"Highest mean final return: {best}. Against no norm (95% interval of the "
+        f"difference excludes 0): better: {names(better)}; worse: {names(worse)}; "
+        f"not distinguishable: {names(unclear)}.\n"
+    )
 
 
 def _steps_text(row: dict) -> str:
@@ -86,9 +131,9 @@ def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
     lines = [
         f"### {env_id} (threshold {threshold})",
         "",
-        "| variant | seeds | final greedy return: mean [95% CI] | IQM | AUC: mean [95% CI] "
-        "| steps to threshold: median |",
-        "|---|---|---|---|---|---|",
+        "| variant | seeds | final greedy return: mean [95% CI] | final - none: mean [95% CI] "
+        "| IQM | AUC: mean [95% CI] | steps to threshold: median |",
+        "|---|---|---|---|---|---|---|",
     ]
     for variant in variants:
         row = table.get((env_id, variant))
@@ -98,10 +143,12 @@ def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
         auc_low, auc_high = row["auc_ci"]
         lines.append(
             f"| {variant} | {row['seeds']} | {row['final_mean']:.1f} [{low:.1f}, {high:.1f}] "
-            f"| {row['final_iqm']:.1f} | {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
+            f"| {_difference_text(variant, row)} | {row['final_iqm']:.1f} "
+            f"| {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
             f"| {_steps_text(row)} |"
         )
-    return "\n".join(lines) + "\n"
+    ending = verdict(env_id, table, variants)
+    return "\n".join(lines) + "\n" + (f"\n{ending}" if ending else "")
 
 
 def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None:

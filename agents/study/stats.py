@@ -21,6 +21,20 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def bootstrap_difference_ci(
+    values, baseline, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(values) - mean(baseline), each group
+    resampled on its own (independent runs, not pairs)."""
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    rng = np.random.default_rng(seed)
+    a_means = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    b_means = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(a_means - b_means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def interquartile_mean(values) -> float:
     """Mean of the middle half: a quarter of the runs trimmed from each end."""
     data = np.sort(np.asarray(values, dtype=float))

@@ -24,6 +24,12 @@ def test_bootstrap_ci_brackets_the_mean_and_collapses_for_constant_data():
     assert stats.bootstrap_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
 
 
+def test_bootstrap_difference_ci_is_exact_for_constant_groups_and_straddles_zero_for_noise():
+    assert stats.bootstrap_difference_ci([5.0, 5.0], [2.0, 2.0, 2.0]) == (3.0, 3.0)
+    low, high = stats.bootstrap_difference_ci([1.0, 9.0, 5.0], [4.0, 6.0, 5.0])
+    assert low < 0.0 < high
+
+
 def test_interquartile_mean_trims_a_quarter_from_each_end():
     assert stats.interquartile_mean(range(1, 9)) == 4.5  # mean of 3, 4, 5, 6
     assert stats.interquartile_mean([0.0, 10.0, 10.0, 10.0, 1000.0]) == 10.0
@@ -64,6 +70,10 @@ def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     text = (out / "tables.md").read_text()
     assert "| none | 2 | 200.0 [100.0, 300.0] |" in text
     assert "1,000 (1/1 reached)" in text
+    difference, (low, high) = layer["vs_none"]
+    assert difference == 300.0 and (low, high) == (200.0, 400.0)  # none's mean is 100..300
+    assert "| +300.0 [+200.0, +400.0] |" in text and "| baseline |" in text
+    assert "better: layernorm; worse: no variant; not distinguishable: no variant" in text
     assert (out / "CartPole-v1.png").stat().st_size > 1000
 
 
