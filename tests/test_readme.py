@@ -20,3 +20,19 @@ def test_api_snippet_acts_on_one_cartpole_observation(capsys):
     assert namespace["q_batch"].shape == (1, 2)
     printed = capsys.readouterr().out.split()
     assert printed == [str(namespace["action"]), "True"]
+
+
+def test_result_tables_in_the_readme_match_the_committed_results():
+    """Every results row and verdict quoted in the README is verbatim in a results/*/tables.md."""
+    results = README.parent / "results"
+    committed = {
+        line for path in results.glob("*/tables.md") for line in path.read_text().splitlines()
+    }
+    quoted = [
+        line
+        for line in README.read_text().splitlines()
+        if line.startswith("Highest mean final return:")
+        or (line.startswith("| ") and line.endswith(" reached) |"))
+    ]
+    assert len(quoted) >= 20  # the README does quote the study
+    assert [line for line in quoted if line not in committed] == []
