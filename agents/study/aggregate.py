@@ -103,9 +103,10 @@ def verdict(env_id: str, table: dict, variants: list[str]) -> str:
     compared = {v: r["vs_none"] for v, r in rows.items() if r.get("vs_none") is not None}
     if not compared:
         return ""
-    better = [v for v, (_, (low, _)) in compared.items() if low > 0]
-    worse = [v for v, (_, (_, high)) in compared.items() if high < 0]
-    unclear = [v for v in compared if v not in better and v not in worse]
+    outcome = {v: _comparison(rows[v]) for v in compared}
+    better = [v for v in compared if outcome[v] == "better"]
+    worse = [v for v in compared if outcome[v] == "worse"]
+    unclear = [v for v in compared if outcome[v] == "tie"]
     best = max(rows, key=lambda v: rows[v]["final_mean"])
 
     def names(items: list[str]) -> str:
@@ -116,6 +117,36 @@ def verdict(env_id: str, table: dict, variants: list[str]) -> str:
         f"difference excludes 0): better: {names(better)}; worse: {names(worse)}; "
         f"not distinguishable: {names(unclear)}.\n"
     )
+
+
+def _comparison(row: dict) -> str:
+    """better / worse / tie against no norm, by the 95% interval of the difference."""
+    _, (low, high) = row["vs_none"]
+    return "better" if low > 0 else "worse" if high < 0 else "tie"
+
+
+def overview_table(table: dict, envs: list[str], variants: list[str]) -> str:
+    """Variants x envs: mean final return, and how it compares with no norm on that env."""
+    lines = [
+        "### All envs: mean final greedy return (better / worse / tie against no norm)",
+        "",
+        "| variant | " + " | ".join(envs) + " |",
+        "|---|" + "---|" * len(envs),
+    ]
+    for variant in variants:
+        if not any((env_id, variant) in table for env_id in envs):
+            continue  # run on no env
+        cells = []
+        for env_id in envs:
+            row = table.get((env_id, variant))
+            if row is None:
+                cells.append("not run")
+            elif row.get("vs_none") is None:
+                cells.append(f"{row['final_mean']:.1f}")
+            else:
+                cells.append(f"{row['final_mean']:.1f} ({_comparison(row)})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _steps_text(row: dict) -> str:
@@ -195,6 +226,8 @@ def aggregate(root: Path, out: Path, cells: list[Cell], variants: list[str]) -> 
     variants = [v for v in dict.fromkeys([*variants, *VARIANTS]) if v in present]
     envs = list(dict.fromkeys(cell.env_id for cell in curves))
     sections = [markdown_table(env_id, table, variants) for env_id in envs]
+    if len(envs) > 1:
+        sections.insert(0, overview_table(table, envs, variants))
     (out / "tables.md").write_text("\n".join(sections))
     for env_id in envs:
         plot_env(out / f"{env_id}.png", env_id, curves, variants)

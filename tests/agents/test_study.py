@@ -10,8 +10,8 @@ import pytest
 
 from agents.checkpoint import write_json
 from agents.study import stats
-from agents.study.aggregate import aggregate, summarize
-from agents.study.grid import Cell, cells
+from agents.study.aggregate import aggregate, overview_table, summarize
+from agents.study.grid import VARIANTS, Cell, cells
 from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, run_cell
 from qnorm import QnormError
 
@@ -75,6 +75,25 @@ def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     assert "| +300.0 [+200.0, +400.0] |" in text and "| baseline |" in text
     assert "better: layernorm; worse: no variant; not distinguishable: no variant" in text
     assert (out / "CartPole-v1.png").stat().st_size > 1000
+
+
+def test_overview_marks_each_variant_against_no_norm_on_every_env():
+    curves = {
+        Cell("CartPole-v1", "none", 0): [(0, 100.0)],
+        Cell("CartPole-v1", "none", 1): [(0, 120.0)],
+        Cell("CartPole-v1", "layernorm", 0): [(0, 300.0)],
+        Cell("CartPole-v1", "layernorm", 1): [(0, 310.0)],
+        Cell("Acrobot-v1", "none", 0): [(0, -80.0)],
+        Cell("Acrobot-v1", "none", 1): [(0, -60.0)],
+        Cell("Acrobot-v1", "layernorm", 0): [(0, -90.0)],
+        Cell("Acrobot-v1", "layernorm", 1): [(0, -50.0)],
+        Cell("Acrobot-v1", "rmsnorm", 0): [(0, -300.0)],
+    }
+    text = overview_table(summarize(curves), ["CartPole-v1", "Acrobot-v1"], VARIANTS)
+    assert "| none | 110.0 | -70.0 |" in text
+    assert "| layernorm | 305.0 (better) | -70.0 (tie) |" in text
+    assert "| rmsnorm | not run | -300.0 (worse) |" in text
+    assert "batchnorm |" not in text  # variants run on no env are left out
 
 
 def test_summary_skips_unfinished_cells(tmp_path):
