@@ -133,6 +133,9 @@ def overview_table(table: dict, envs: list[str], variants: list[str]) -> str:
         "| variant | " + " | ".join(envs) + " |",
         "|---|" + "---|" * len(envs),
     ]
+    most_seeds = {
+        e: max((r["seeds"] for (e2, _), r in table.items() if e2 == e), default=0) for e in envs
+    }
     for variant in variants:
         if not any((env_id, variant) in table for env_id in envs):
             continue  # run on no env
@@ -141,10 +144,11 @@ def overview_table(table: dict, envs: list[str], variants: list[str]) -> str:
             row = table.get((env_id, variant))
             if row is None:
                 cells.append("not run")
-            elif row.get("vs_none") is None:
-                cells.append(f"{row['final_mean']:.1f}")
-            else:
-                cells.append(f"{row['final_mean']:.1f} ({_comparison(row)})")
+                continue
+            notes = [] if row.get("vs_none") is None else [_comparison(row)]
+            if row["seeds"] < most_seeds[env_id]:
+                notes.append(f"{row['seeds']} seeds")  # a partial cell stands out
+            cells.append(f"{row['final_mean']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
