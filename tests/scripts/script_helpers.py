@@ -16,6 +16,8 @@ K = TypeVar("K")
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "scripts" / "train.py"
 EVALUATE = REPO / "scripts" / "evaluate.py"
+BENCHMARK = REPO / "scripts" / "benchmark.py"
+PLOT = REPO / "scripts" / "plot.py"
 
 # A run that takes about a second: enough to learn a few steps and write every output.
 TINY = shlex.split(
