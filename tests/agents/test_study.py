@@ -1,9 +1,7 @@
-"""The study: statistics on known curves, aggregation outputs, resume, a tiny end-to-end run."""
+"""The study: statistics on known curves, aggregation outputs, resume of finished cells."""
 
 import csv
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,6 @@ from agents.study.aggregate import aggregate, overview_table, summarize
 from agents.study.grid import VARIANTS, Cell, cells
 from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, run_cell
 from qnorm import QnormError
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bootstrap_ci_brackets_the_mean_and_collapses_for_constant_data():
@@ -109,56 +105,6 @@ def test_a_finished_cell_is_skipped_not_retrained(tmp_path):
     result = run_cell(str(tmp_path), {"env_id": "CartPole-v1", "variant": "none", "seed": 0}, {})
     assert result["status"] == "skipped"
     assert (cell_dir(tmp_path, cell) / DONE_FILE).read_bytes() == marker
-
-
-TINY = [
-    "run.total_timesteps=600",
-    "run.eval_freq=300",
-    "run.eval_episodes=2",
-    "network.hidden_sizes=[16,16]",
-    "dqn.learning_starts=100",
-    "dqn.train_freq=4",
-    "dqn.gradient_steps=1",
-    "dqn.batch_size=16",
-]
-
-
-def run_study_script(tmp_path, *extra):
-    return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "study.py"),
-            *("--name", "tiny", "--envs", "CartPole-v1", "--variants", "none", "batchnorm"),
-            *("--seeds", "1", "--workers", "2", "--set", *TINY),
-            *("--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-
-
-def test_tiny_study_end_to_end_then_resume_skips_everything(tmp_path):
-    first = run_study_script(tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "2 to run" in first.stdout
-    results = tmp_path / "results" / "tiny"
-    rows = list(csv.DictReader((results / "runs.csv").read_text().splitlines()))
-    assert len(rows) == 4  # 2 runs x 2 evaluations
-    assert "| batchnorm | 1 |" in (results / "tables.md").read_text()
-    assert (results / "CartPole-v1.png").is_file() and (results / "study.json").is_file()
-
-    again = run_study_script(tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "2 already finished, 0 to run" in again.stdout
-
-
-def test_study_on_a_local_ray_instance(tmp_path):
-    pytest.importorskip("ray")
-    done = run_study_script(tmp_path, "--ray-address", "local")
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "results" / "tiny" / "runs.csv").is_file()
 
 
 def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):

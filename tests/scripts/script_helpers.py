@@ -18,6 +18,7 @@ TRAIN = REPO / "scripts" / "train.py"
 EVALUATE = REPO / "scripts" / "evaluate.py"
 BENCHMARK = REPO / "scripts" / "benchmark.py"
 PLOT = REPO / "scripts" / "plot.py"
+STUDY = REPO / "scripts" / "study.py"
 
 # A run that takes about a second: enough to learn a few steps and write every output.
 TINY = shlex.split(
