@@ -18,6 +18,12 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+def _tensorboard_command() -> str:
+    """The ``tensorboard`` installed beside this interpreter, so it runs without activating."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    return shlex.quote(_shown_path(beside)) if beside.is_file() else "tensorboard"
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_train_config(argv)
     result = train(config)
@@ -31,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         step, mean = result.evaluations[-1]
         print(f"last greedy evaluation: mean return {mean:.1f} at step {step}")
     print(f"evaluate:    {python} {evaluate} {run_dir}")
-    print(f"tensorboard: tensorboard --logdir {shlex.quote(str(result.run_dir.parent))}")
+    logdir = shlex.quote(str(result.run_dir.parent))
+    print(f"tensorboard: {_tensorboard_command()} --logdir {logdir}")
     return 0
 
 
