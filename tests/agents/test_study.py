@@ -73,6 +73,23 @@ def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     assert (out / "CartPole-v1.png").stat().st_size > 1000
 
 
+def test_outputs_rebuilt_from_runs_csv_alone_are_byte_identical(tmp_path):
+    """The committed tables and PNGs are a function of the committed runs.csv, so a fresh
+    clone (no run directories) rebuilds them exactly."""
+    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0, 1])
+    for i, cell in enumerate(grid):
+        curve = [(step, 37.123456789 * (i + 1) + step / 7.0) for step in (0, 500, 1000)]
+        fake_cell(tmp_path / "runs", cell, curve)
+    here, fresh = tmp_path / "here", tmp_path / "fresh"
+    from_run_dirs = aggregate(tmp_path / "runs", here, grid, ["none", "layernorm"])
+    fresh.mkdir()
+    (fresh / "runs.csv").write_bytes((here / "runs.csv").read_bytes())
+    from_csv = aggregate(tmp_path / "no_runs", fresh, grid, ["none", "layernorm"])
+    assert from_csv == from_run_dirs  # every statistic, not only its rounded text
+    for name in ("runs.csv", "tables.md", "CartPole-v1.png"):
+        assert (fresh / name).read_bytes() == (here / name).read_bytes(), name
+
+
 def test_overview_marks_each_variant_against_no_norm_on_every_env():
     curves = {
         Cell("CartPole-v1", "none", 0): [(0, 100.0)],
