@@ -100,22 +100,18 @@ def _difference_text(variant: str, row: dict) -> str:
 def verdict(env_id: str, table: dict, variants: list[str]) -> str:
     """One sentence per env: which variants beat or lost to no norm beyond the noise."""
     rows = {v: table[env_id, v] for v in variants if (env_id, v) in table}
-    compared = {v: r["vs_none"] for v, r in rows.items() if r.get("vs_none") is not None}
-    if not compared:
+    outcome = {v: _comparison(r) for v, r in rows.items() if r.get("vs_none") is not None}
+    if not outcome:
         return ""
-    outcome = {v: _comparison(rows[v]) for v in compared}
-    better = [v for v in compared if outcome[v] == "better"]
-    worse = [v for v in compared if outcome[v] == "worse"]
-    unclear = [v for v in compared if outcome[v] == "tie"]
     best = max(rows, key=lambda v: rows[v]["final_mean"])
 
-    def names(items: list[str]) -> str:
-        return ", ".join(items) if items else "no variant"
+    def names(kind: str) -> str:
+        return ", ".join(v for v in outcome if outcome[v] == kind) or "no variant"
 
     return (
         f"Highest mean final return: {best}. Against no norm (95% interval of the "
-        f"difference excludes 0): better: {names(better)}; worse: {names(worse)}; "
-        f"not distinguishable: {names(unclear)}.\n"
+        f"difference excludes 0): better: {names('better')}; worse: {names('worse')}; "
+        f"not distinguishable: {names('tie')}.\n"
     )
 
 
@@ -133,24 +129,24 @@ def overview_table(table: dict, envs: list[str], variants: list[str]) -> str:
         "| variant | " + " | ".join(envs) + " |",
         "|---|" + "---|" * len(envs),
     ]
-    most_seeds = {
-        e: max((r["seeds"] for (e2, _), r in table.items() if e2 == e), default=0) for e in envs
-    }
+    most_seeds = {env_id: 0 for env_id in envs}
+    for (env_id, _), row in table.items():
+        most_seeds[env_id] = max(most_seeds.get(env_id, 0), row["seeds"])
     for variant in variants:
-        if not any((env_id, variant) in table for env_id in envs):
-            continue  # run on no env
-        cells = []
-        for env_id in envs:
-            row = table.get((env_id, variant))
-            if row is None:
-                cells.append("not run")
-                continue
-            notes = [] if row.get("vs_none") is None else [_comparison(row)]
-            if row["seeds"] < most_seeds[env_id]:
-                notes.append(f"{row['seeds']} seeds")  # a partial cell stands out
-            cells.append(f"{row['final_mean']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        if any((env_id, variant) in table for env_id in envs):  # else run on no env
+            cells = [_overview_cell(table.get((e, variant)), most_seeds[e]) for e in envs]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _overview_cell(row: dict | None, most_seeds: int) -> str:
+    """Mean final return, its comparison with no norm, and the seeds if fewer than the rest."""
+    if row is None:
+        return "not run"
+    notes = [] if row.get("vs_none") is None else [_comparison(row)]
+    if row["seeds"] < most_seeds:
+        notes.append(f"{row['seeds']} seeds")  # a partial cell stands out
+    return f"{row['final_mean']:.1f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _steps_text(row: dict) -> str:
