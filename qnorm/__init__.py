@@ -1,5 +1,13 @@
 """qnorm: Q-networks with pluggable normalization and the mode rules that make it correct."""
 
+from qnorm.builders import build_q_network, spec_from_dict
+from qnorm.conv_networks import (
+    CONV_PRESETS,
+    NORM_TARGETS,
+    ConvQNetwork,
+    ConvQNetworkSpec,
+    conv_preset,
+)
 from qnorm.errors import QnormError
 from qnorm.folding import fold_batchnorm
 from qnorm.modes import (
@@ -9,11 +17,13 @@ from qnorm.modes import (
     greedy_action,
     has_batch_statistics,
     learning_mode,
+    observation_ndim,
     q_values,
 )
-from qnorm.networks import ACTIVATIONS, PLACEMENTS, QNetwork, QNetworkSpec, build_q_network
+from qnorm.networks import ACTIVATIONS, PLACEMENTS, QNetwork, QNetworkSpec
 from qnorm.norms import (
     FeatureBatchNorm,
+    FeatureGroupNorm,
     get_norm_kind,
     is_batch_statistics_module,
     make_norm,
@@ -26,8 +36,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "CONV_PRESETS",
+    "NORM_TARGETS",
     "PLACEMENTS",
+    "ConvQNetwork",
+    "ConvQNetworkSpec",
     "FeatureBatchNorm",
+    "FeatureGroupNorm",
     "QNetwork",
     "QNetworkSpec",
     "QnormError",
@@ -35,6 +50,7 @@ __all__ = [
     "acting_mode",
     "build_q_network",
     "check_train_batch_size",
+    "conv_preset",
     "eval_mode",
     "fold_batchnorm",
     "get_norm_kind",
@@ -46,7 +62,9 @@ __all__ = [
     "make_norm",
     "make_target",
     "norm_names",
+    "observation_ndim",
     "q_values",
     "register_norm",
     "soft_update",
+    "spec_from_dict",
 ]

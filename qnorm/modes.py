@@ -100,15 +100,34 @@ def _first_parameter(net: nn.Module) -> torch.Tensor | None:
     return next(iter(net.parameters()), None)
 
 
+# The dims of one unbatched observation, by the first layer type found in a user's module.
+_INPUT_LAYER_NDIMS = ((nn.Conv2d, 3), (nn.Conv1d, 2), (nn.Linear, 1))
+
+
+def observation_ndim(net: nn.Module) -> int:
+    """The dims of one unbatched observation: ``net.obs_ndim``, else its first input layer's."""
+    obs_ndim = getattr(net, "obs_ndim", None)
+    if obs_ndim is not None:
+        return obs_ndim
+    for module in net.modules():
+        for layer_type, ndim in _INPUT_LAYER_NDIMS:
+            if isinstance(module, layer_type):
+                return ndim
+    return 1
+
+
 def _as_batch(net: nn.Module, obs) -> tuple[torch.Tensor, bool]:
     """``obs`` as a tensor on the network's device with a batch dim, and whether it had one."""
     tensor = torch.as_tensor(obs if torch.is_tensor(obs) else np.asarray(obs))
     param = _first_parameter(net)
     if param is not None:
         # Float observations take the network's float dtype (numpy defaults to float64).
-        dtype = param.dtype if tensor.is_floating_point() else tensor.dtype
-        tensor = tensor.to(device=param.device, dtype=dtype)
-    obs_ndim = getattr(net, "obs_ndim", 1)
+        # qnorm's networks convert and scale integer images themselves; a user's module
+        # gets them as its float dtype, since torch layers refuse integer inputs.
+        users_module = not hasattr(net, "obs_ndim")
+        as_float = tensor.is_floating_point() or (users_module and param.is_floating_point())
+        tensor = tensor.to(device=param.device, dtype=param.dtype if as_float else tensor.dtype)
+    obs_ndim = observation_ndim(net)
     if tensor.dim() == obs_ndim:
         return tensor.unsqueeze(0), False
     if tensor.dim() == obs_ndim + 1:

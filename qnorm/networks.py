@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from qnorm.errors import QnormError
+from qnorm.errors import QnormError, check_groups
 from qnorm.norms import get_norm_kind, make_norm
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -33,32 +33,66 @@ class QNetworkSpec:
     placement: str = "before"  # norm before or after the activation
     input_norm: bool = False  # also normalize the raw observation
     dueling: bool = False
+    norm_groups: int = 8  # group count of kinds that take one (groupnorm)
+
+    kind = "mlp"  # a class constant, not a field: names the spec type in ``to_dict``
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        get_norm_kind(self.norm)
-        if self.activation not in ACTIVATIONS:
-            known = ", ".join(ACTIVATIONS)
-            raise QnormError(f"unknown activation {self.activation!r}; known: {known}")
-        if self.placement not in PLACEMENTS:
-            raise QnormError(f"norm placement must be 'before' or 'after', not {self.placement!r}")
+        check_common_fields(self)
         if self.obs_dim < 1 or self.num_actions < 1 or any(h < 1 for h in self.hidden_sizes):
             raise QnormError("observation size, number of actions and hidden sizes must be >= 1")
+        widths = [*self.hidden_sizes, *([self.obs_dim] if self.input_norm else [])]
+        check_norm_widths(self.norm, self.norm_groups, widths)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict that ``from_dict`` turns back into an equal spec."""
-        data = asdict(self)
-        data["hidden_sizes"] = list(self.hidden_sizes)
-        return data
+        return spec_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> QNetworkSpec:
-        """The spec stored by ``to_dict``; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise QnormError(f"network spec has unknown fields: {', '.join(unknown)}")
-        return cls(**data)
+        """The spec stored by ``to_dict`` (or one without ``kind``); unknown keys are an error."""
+        return spec_from_fields(cls, data)
+
+
+def check_common_fields(spec) -> None:
+    """Validate the fields both spec types share: norm, activation, placement, norm_groups."""
+    get_norm_kind(spec.norm)
+    if spec.activation not in ACTIVATIONS:
+        known = ", ".join(ACTIVATIONS)
+        raise QnormError(f"unknown activation {spec.activation!r}; known: {known}")
+    if spec.placement not in PLACEMENTS:
+        raise QnormError(f"norm placement must be 'before' or 'after', not {spec.placement!r}")
+    if spec.norm_groups < 1:
+        raise QnormError(f"norm_groups must be >= 1, got {spec.norm_groups}")
+
+
+def check_norm_widths(norm: str, groups: int, widths) -> None:
+    """Raise a QnormError if a grouped norm kind cannot split one of ``widths`` evenly."""
+    if get_norm_kind(norm).takes_groups:
+        for width in widths:
+            check_groups(width, groups)
+
+
+def spec_to_dict(spec) -> dict:
+    """A spec dataclass as a JSON-ready dict: its ``kind`` first, tuples as lists."""
+    data = {"kind": spec.kind}
+    for name, value in asdict(spec).items():
+        data[name] = list(value) if isinstance(value, tuple) else value
+    return data
+
+
+def spec_from_fields(cls, data: dict):
+    """A ``cls`` spec from ``to_dict``'s output; a missing ``kind`` is taken as ``cls``'s."""
+    data = dict(data)
+    kind = data.pop("kind", cls.kind)
+    if kind != cls.kind:
+        raise QnormError(f"a network spec of kind {kind!r} is not a {cls.kind} spec")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise QnormError(f"network spec has unknown fields: {', '.join(unknown)}")
+    return cls(**data)
 
 
 class DuelingHead(nn.Module):
@@ -84,11 +118,7 @@ class QNetwork(nn.Module):
         self.spec = spec
         self.layers = nn.Sequential(_body_layers(spec))
         width = spec.hidden_sizes[-1] if spec.hidden_sizes else spec.obs_dim
-        if spec.dueling:
-            self.head = DuelingHead(width, spec.num_actions)
-        else:
-            self.layers.add_module("q_head", nn.Linear(width, spec.num_actions))
-            self.head = None
+        self.head = add_q_head(self.layers, width, spec.num_actions, spec.dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs if obs.dtype == torch.float32 else obs.to(torch.float32)
@@ -100,28 +130,55 @@ class QNetwork(nn.Module):
         return x if self.head is None else self.head(x)
 
 
+def add_q_head(
+    layers: nn.Sequential, width: int, num_actions: int, dueling: bool
+) -> DuelingHead | None:
+    """Append the Q head to ``layers``; a dueling head is returned to sit beside them instead."""
+    if dueling:
+        return DuelingHead(width, num_actions)
+    layers.add_module("q_head", nn.Linear(width, num_actions))
+    return None
+
+
 def _body_layers(spec: QNetworkSpec) -> OrderedDict[str, nn.Module]:
-    """Linear, norm and activation layers in the order the spec's placement asks for."""
-    batch_stats = get_norm_kind(spec.norm).uses_batch_statistics
+    """The optional input norm, then the hidden layers."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if spec.input_norm and spec.norm != "none":
-        layers["input_norm"] = make_norm(spec.norm, spec.obs_dim)
-    width = spec.obs_dim
-    for i, hidden in enumerate(spec.hidden_sizes, start=1):
-        norm = make_norm(spec.norm, hidden)
-        # A batch-statistics norm right after the Linear subtracts the mean, so a bias is dead.
-        bias = not (norm is not None and batch_stats and spec.placement == "before")
-        layers[f"linear{i}"] = nn.Linear(width, hidden, bias=bias)
-        activation = ACTIVATIONS[spec.activation]()
-        if norm is not None and spec.placement == "before":
-            layers[f"norm{i}"] = norm
-        layers[f"act{i}"] = activation
-        if norm is not None and spec.placement == "after":
-            layers[f"norm{i}"] = norm
-        width = hidden
+        layers["input_norm"] = make_norm(spec.norm, spec.obs_dim, groups=spec.norm_groups)
+    layers.update(
+        mlp_layers(
+            spec.obs_dim,
+            spec.hidden_sizes,
+            spec.activation,
+            spec.norm,
+            spec.placement,
+            spec.norm_groups,
+        )
+    )
     return layers
 
 
-def build_q_network(spec: QNetworkSpec) -> QNetwork:
-    """A freshly initialised Q-network for ``spec``."""
-    return QNetwork(spec)
+def mlp_layers(
+    in_features: int,
+    hidden_sizes: tuple[int, ...],
+    activation: str,
+    norm: str,
+    placement: str,
+    groups: int,
+) -> OrderedDict[str, nn.Module]:
+    """Linear, norm and activation layers in the order ``placement`` asks for."""
+    batch_stats = get_norm_kind(norm).uses_batch_statistics
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    width = in_features
+    for i, hidden in enumerate(hidden_sizes, start=1):
+        norm_layer = make_norm(norm, hidden, groups=groups)
+        # A batch-statistics norm right after the Linear subtracts the mean, so a bias is dead.
+        bias = not (norm_layer is not None and batch_stats and placement == "before")
+        layers[f"linear{i}"] = nn.Linear(width, hidden, bias=bias)
+        if norm_layer is not None and placement == "before":
+            layers[f"norm{i}"] = norm_layer
+        layers[f"act{i}"] = ACTIVATIONS[activation]()
+        if norm_layer is not None and placement == "after":
+            layers[f"norm{i}"] = norm_layer
+        width = hidden
+    return layers

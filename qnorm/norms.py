@@ -1,7 +1,8 @@
 """The registry of normalization kinds: a name maps to a factory ``(num_features) -> nn.Module``.
 
 Every kind normalizes the last (feature) dimension and treats all leading dimensions as
-samples, so ``[B, F]`` and ``[B, T, F]`` inputs both work.
+samples, so ``[B, F]`` and ``[B, T, F]`` inputs both work. A kind's map factory builds its
+form for conv feature maps ``[N, C, H, W]`` (see ``qnorm.map_norms``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from qnorm.batchrenorm import BatchRenorm
-from qnorm.errors import QnormError, single_sample_message
+from qnorm.errors import QnormError, check_groups, single_sample_message
+from qnorm.map_norms import MapBatchNorm, MapBatchRenorm, MapGroupNorm, MapLayerNorm, MapRMSNorm
 
-NormFactory = Callable[[int], nn.Module]
+NormFactory = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
@@ -25,16 +28,23 @@ class NormKind:
     name: str
     factory: NormFactory | None  # None means "insert no module"
     uses_batch_statistics: bool
+    map_factory: NormFactory | None = None  # the form for feature maps; None: vectors only
+    takes_groups: bool = False  # the factories take ``groups=``
 
 
 _REGISTRY: dict[str, NormKind] = {}
 
 
 def register_norm(
-    name: str, factory: NormFactory | None, *, uses_batch_statistics: bool = False
+    name: str,
+    factory: NormFactory | None,
+    *,
+    map_factory: NormFactory | None = None,
+    uses_batch_statistics: bool = False,
+    takes_groups: bool = False,
 ) -> None:
     """Register a normalization kind under ``name`` (replacing any kind of that name)."""
-    _REGISTRY[name] = NormKind(name, factory, uses_batch_statistics)
+    _REGISTRY[name] = NormKind(name, factory, uses_batch_statistics, map_factory, takes_groups)
 
 
 def norm_names() -> tuple[str, ...]:
@@ -51,10 +61,31 @@ def get_norm_kind(name: str) -> NormKind:
         raise QnormError(f"unknown norm {name!r}; known norms are: {known}") from None
 
 
-def make_norm(name: str, num_features: int) -> nn.Module | None:
-    """A new normalization module of kind ``name``, or None for the kind ``none``."""
+def check_map_form(name: str) -> None:
+    """Raise a QnormError if the kind ``name`` cannot normalize feature maps."""
     kind = get_norm_kind(name)
-    return None if kind.factory is None else kind.factory(num_features)
+    if kind.factory is not None and kind.map_factory is None:
+        raise QnormError(
+            f"norm {name!r} has no form for feature maps; register it with a map_factory "
+            "or normalize only the fully connected head"
+        )
+
+
+def make_norm(
+    name: str, num_features: int, *, feature_maps: bool = False, groups: int = 8
+) -> nn.Module | None:
+    """A new normalization module of kind ``name``, or None for the kind ``none``.
+
+    With ``feature_maps`` it is the kind's form for ``[N, C, H, W]`` maps of ``num_features``
+    channels; ``groups`` goes only to kinds registered with ``takes_groups``.
+    """
+    kind = get_norm_kind(name)
+    if kind.factory is None:
+        return None
+    if feature_maps:
+        check_map_form(name)
+    factory = kind.map_factory if feature_maps else kind.factory
+    return factory(num_features, groups=groups) if kind.takes_groups else factory(num_features)
 
 
 def is_batch_statistics_module(module: nn.Module) -> bool:
@@ -75,8 +106,22 @@ class FeatureBatchNorm(nn.BatchNorm1d):
         return super().forward(flat).reshape(x.shape)
 
 
+class FeatureGroupNorm(nn.GroupNorm):
+    """GroupNorm of the last dimension: each row over each group of its features."""
+
+    def __init__(self, num_features: int, groups: int = 8, eps: float = 1e-5) -> None:
+        check_groups(num_features, groups)
+        super().__init__(groups, num_features, eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.num_channels)
+        out = F.group_norm(flat, self.num_groups, self.weight, self.bias, self.eps)
+        return out.reshape(x.shape)
+
+
 register_norm("none", None)
-register_norm("batchnorm", FeatureBatchNorm, uses_batch_statistics=True)
-register_norm("layernorm", nn.LayerNorm)
-register_norm("rmsnorm", nn.RMSNorm)
-register_norm("batchrenorm", BatchRenorm, uses_batch_statistics=True)
+register_norm("batchnorm", FeatureBatchNorm, map_factory=MapBatchNorm, uses_batch_statistics=True)
+register_norm("layernorm", nn.LayerNorm, map_factory=MapLayerNorm)
+register_norm("rmsnorm", nn.RMSNorm, map_factory=MapRMSNorm)
+register_norm("batchrenorm", BatchRenorm, map_factory=MapBatchRenorm, uses_batch_statistics=True)
+register_norm("groupnorm", FeatureGroupNorm, map_factory=MapGroupNorm, takes_groups=True)

@@ -9,7 +9,8 @@ from torch import nn
 
 import qnorm
 
-OBS_DIM, NUM_ACTIONS, HIDDEN = 5, 3, (16, 8)
+OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
+GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
 NORMS = qnorm.norm_names()
 BATCH_STAT_NORMS = tuple(
     n for n in qnorm.norm_names() if qnorm.get_norm_kind(n).uses_batch_statistics
@@ -32,6 +33,7 @@ def build(norm="batchnorm", placement="before", input_norm=False, dueling=False,
         placement=placement,
         input_norm=input_norm,
         dueling=dueling,
+        norm_groups=GROUPS,
     )
     return qnorm.build_q_network(spec)
 
@@ -339,3 +341,101 @@ def test_custom_train_override_runs_on_switch_and_restore():
         assert not custom.training and not net[1].training
     assert custom.calls[0] is False and custom.calls[-1] is True
     assert net.training and custom.training and not net[1].training
+
+
+# --- images: a user's conv network, and the observation dims of any module -------------------
+
+IMAGE = (3, 8, 8)
+
+
+def users_conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, NUM_ACTIONS),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.float64])
+def test_acting_on_one_image_with_a_users_conv_batchnorm_network(dtype):
+    net = users_conv_net()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(8, *IMAGE) * 255)
+    net.train()
+    before, before_modes = snapshot(net), modes(net)
+    image = (np.random.default_rng(0).random(IMAGE) * 255).astype(dtype)
+
+    action = qnorm.greedy_action(net, image)
+    values = qnorm.q_values(net, image)
+    actions = qnorm.greedy_action(net, np.stack([image, image]))
+
+    assert type(action) is int
+    assert values.shape == (NUM_ACTIONS,) and values.dtype == torch.float32
+    assert action == int(values.argmax())
+    assert actions.dtype == np.int64 and actions.tolist() == [action, action]
+    # An integer or bool image reached the user's module as its float dtype, unscaled.
+    with qnorm.eval_mode(net), torch.no_grad():
+        expected = net(torch.as_tensor(image.astype(np.float32))[None])[0]
+    torch.testing.assert_close(values, expected)
+    assert_same_state(before, net)
+    assert modes(net) == before_modes
+    with pytest.raises(qnorm.QnormError, match="expected one observation with 3 dims"):
+        qnorm.greedy_action(net, image[0])
+
+
+def test_integer_observations_reach_a_users_float64_module_as_float64():
+    net = nn.Sequential(nn.Linear(OBS_DIM, NUM_ACTIONS)).double()
+    obs = np.arange(OBS_DIM, dtype=np.int64)
+    values = qnorm.q_values(net, obs)
+    assert values.dtype == torch.float64
+    torch.testing.assert_close(values, net(torch.arange(OBS_DIM, dtype=torch.float64)).detach())
+
+
+def test_qnorm_networks_receive_integer_observations_raw():
+    seen = []
+    net = build("none")
+    net.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    qnorm.q_values(net, np.arange(OBS_DIM, dtype=np.int64))
+    qnorm.q_values(net, np.arange(OBS_DIM, dtype=np.float64))
+    assert seen == [torch.int64, torch.float32]
+
+
+class _NoLayers(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class _DeclaresDims(nn.Module):
+    obs_ndim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+
+@pytest.mark.parametrize(
+    ("make", "ndim"),
+    [
+        (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2)), 3),
+        (lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2)), 2),
+        (lambda: nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2)), 1),
+        (_NoLayers, 1),
+        (_DeclaresDims, 2),  # a declared obs_ndim wins over the first layer
+        (lambda: build("batchnorm"), 1),
+    ],
+)
+def test_observation_ndim_comes_from_obs_ndim_or_the_first_input_layer(make, ndim):
+    assert qnorm.observation_ndim(make()) == ndim
+
+
+def test_acting_with_a_users_conv1d_network_on_one_sequence():
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(12, 3))
+    net.train()
+    before = snapshot(net)
+    assert type(qnorm.greedy_action(net, np.zeros((2, 5), dtype=np.float32))) is int
+    assert qnorm.q_values(net, np.zeros((4, 2, 5), dtype=np.float32)).shape == (4, 3)
+    assert_same_state(before, net)

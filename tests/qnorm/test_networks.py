@@ -8,7 +8,8 @@ from torch import nn
 
 import qnorm
 
-OBS_DIM, NUM_ACTIONS, HIDDEN = 5, 3, (16, 8)
+OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
+GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
 NORMS = qnorm.norm_names()
 
 
@@ -27,7 +28,7 @@ def make_spec(norm="none", placement="before", input_norm=False, dueling=False, 
         placement=placement,
         input_norm=input_norm,
         dueling=dueling,
-        **kw,
+        **{"norm_groups": GROUPS, **kw},
     )
 
 
@@ -73,6 +74,17 @@ def test_state_dict_round_trip_through_a_json_spec(norm, placement, input_norm, 
         assert int(restored.layers.norm1.num_batches_tracked) == 3
 
 
+def test_spec_dict_names_its_kind_and_older_dicts_still_load():
+    spec = make_spec("groupnorm", norm_groups=4)
+    data = spec.to_dict()
+    assert data["kind"] == "mlp" and data["norm_groups"] == 4
+    assert qnorm.QNetworkSpec.from_dict(data) == spec
+    old = {k: v for k, v in data.items() if k not in ("kind", "norm_groups")}
+    assert qnorm.QNetworkSpec.from_dict(old) == make_spec("groupnorm", norm_groups=8)
+    with pytest.raises(qnorm.QnormError, match="kind 'conv'"):
+        qnorm.QNetworkSpec.from_dict({**data, "kind": "conv"})
+
+
 def test_spec_from_dict_rejects_unknown_fields():
     data = make_spec().to_dict()
     data["hidden"] = [4]
@@ -88,6 +100,9 @@ def test_spec_from_dict_rejects_unknown_fields():
         {"hidden_sizes": (16, 0)},
         {"obs_dim": 0},
         {"num_actions": 0},
+        {"norm_groups": 0},
+        {"norm": "groupnorm", "norm_groups": 5},
+        {"norm": "groupnorm", "norm_groups": 4, "input_norm": True, "obs_dim": 6},
     ],
 )
 def test_bad_spec_is_a_qnorm_error(kwargs):

@@ -9,7 +9,8 @@ from torch import nn
 import qnorm
 from qnorm import norms
 
-OBS_DIM, NUM_ACTIONS, HIDDEN = 5, 3, (16, 8)
+OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
+GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
 NORMS = qnorm.norm_names()
 
 
@@ -40,6 +41,7 @@ def build(norm, placement="before", input_norm=False, dueling=False):
         placement=placement,
         input_norm=input_norm,
         dueling=dueling,
+        norm_groups=GROUPS,
     )
     return qnorm.build_q_network(spec)
 
@@ -226,3 +228,206 @@ def test_is_batch_statistics_module():
     assert not qnorm.is_batch_statistics_module(nn.LayerNorm(3))
     assert not qnorm.is_batch_statistics_module(nn.RMSNorm(3))
     assert not qnorm.is_batch_statistics_module(nn.Linear(3, 3))
+
+
+# --- feature maps [N, C, H, W] and groupnorm ------------------------------------------------
+
+MAP_NORMS = tuple(n for n in NORMS if n != "none")
+
+
+def test_every_kind_but_none_has_a_map_form():
+    assert "groupnorm" in NORMS
+    for name in MAP_NORMS:
+        assert qnorm.get_norm_kind(name).map_factory is not None, name
+    assert qnorm.make_norm("none", 4, feature_maps=True) is None
+
+
+def perturbed(norm):
+    """``norm`` with its affine parameters away from 1 and 0, so a lost affine shows."""
+    with torch.no_grad():
+        for name, p in norm.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name == "weight" else 0.0))
+    return norm
+
+
+def maps(shape=(4, 6, 5, 3), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.arange(1.0, shape[1] + 1).reshape(1, -1, 1, 1)
+    return torch.randn(shape, generator=g) * scale + 2.0
+
+
+def test_batchnorm_on_maps_is_batchnorm2d():
+    ours = perturbed(qnorm.make_norm("batchnorm", 6, feature_maps=True))
+    reference = nn.BatchNorm2d(6)
+    reference.load_state_dict(ours.state_dict())
+    for step in range(3):
+        x = maps(seed=step)
+        torch.testing.assert_close(ours(x), reference(x))
+    torch.testing.assert_close(ours.running_mean, reference.running_mean)
+    torch.testing.assert_close(ours.running_var, reference.running_var)
+    ours.eval()
+    reference.eval()
+    torch.testing.assert_close(ours(maps(seed=9)), reference(maps(seed=9)))
+
+
+def channel_rows(x):
+    return x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def from_channel_rows(rows, shape):
+    n, c, h, w = shape
+    return rows.reshape(n, h, w, c).movedim(-1, 1)
+
+
+@pytest.mark.parametrize("warmup", [0, 100])
+def test_batchrenorm_on_maps_is_batchrenorm_of_each_channel_over_n_h_w(warmup):
+    ours = perturbed(qnorm.batchrenorm.BatchRenorm(6, warmup_steps=warmup))
+    on_maps = qnorm.make_norm("batchrenorm", 6, feature_maps=True)
+    on_maps.warmup_steps = warmup
+    on_maps.load_state_dict(ours.state_dict())
+    assert isinstance(on_maps, qnorm.batchrenorm.BatchRenorm)
+    for step in range(4):
+        x = maps(seed=step) + step
+        expected = from_channel_rows(ours(channel_rows(x)), x.shape)
+        torch.testing.assert_close(on_maps(x), expected)
+    for name, tensor in ours.state_dict().items():
+        torch.testing.assert_close(on_maps.state_dict()[name], tensor)
+    assert int(on_maps.num_batches_tracked) == 4
+    if warmup:  # during warm-up it is BatchNorm2d with BatchRenorm's momentum and eps
+        reference = nn.BatchNorm2d(6, eps=ours.eps, momentum=ours.momentum)
+        fresh = qnorm.make_norm("batchrenorm", 6, feature_maps=True)
+        reference.load_state_dict(fresh.state_dict())
+        x = maps(seed=5)
+        torch.testing.assert_close(fresh(x), reference(x))
+        torch.testing.assert_close(fresh.running_var, reference.running_var)
+    on_maps.eval()
+    ours.eval()
+    x = maps(seed=6)
+    torch.testing.assert_close(on_maps(x), from_channel_rows(ours(channel_rows(x)), x.shape))
+
+
+def per_channel(t):
+    return t.reshape(1, -1, 1, 1)
+
+
+def reference_map_norm(kind, norm, x):
+    """Each sample normalized over (C, H, W) or its channel groups, then a per-channel affine."""
+    n = x.shape[0]
+    groups = norm.num_groups if kind == "groupnorm" else 1
+    rows = x.reshape(n, groups, -1)
+    if kind == "rmsnorm":
+        y = rows * torch.rsqrt(rows.pow(2).mean(dim=-1, keepdim=True) + torch.finfo(x.dtype).eps)
+        return y.reshape(x.shape) * per_channel(norm.weight)
+    mean = rows.mean(dim=-1, keepdim=True)
+    var = rows.var(dim=-1, unbiased=False, keepdim=True)
+    y = ((rows - mean) / torch.sqrt(var + 1e-5)).reshape(x.shape)
+    return y * per_channel(norm.weight) + per_channel(norm.bias)
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "rmsnorm", "groupnorm"])
+def test_per_sample_kinds_on_maps_normalize_each_sample_over_c_h_w(kind):
+    norm = perturbed(qnorm.make_norm(kind, 6, feature_maps=True, groups=3))
+    assert norm.weight.shape == (6,)  # the affine is per channel, not per position
+    x = maps()
+    for mode in (True, False):
+        norm.train(mode)
+        out = norm(x)
+        torch.testing.assert_close(out, reference_map_norm(kind, norm, x), atol=1e-5, rtol=1e-5)
+    # Each sample on its own: a batch of one, in train mode too.
+    norm.train()
+    torch.testing.assert_close(norm(x[1:2]), out[1:2], atol=1e-6, rtol=1e-6)
+
+
+def test_groupnorm_on_maps_uses_the_group_count():
+    norm = qnorm.make_norm("groupnorm", 6, feature_maps=True, groups=3)
+    assert isinstance(norm, nn.GroupNorm) and norm.num_groups == 3
+    reference = nn.GroupNorm(3, 6)
+    x = maps()
+    torch.testing.assert_close(norm(x), reference(x))
+    assert not torch.allclose(norm(x), nn.GroupNorm(1, 6)(x))
+
+
+@pytest.mark.parametrize("shape", [(4, 8), (4, 7, 8), (8,)])
+def test_groupnorm_on_vectors_normalizes_groups_of_the_last_dim(shape):
+    norm = perturbed(qnorm.make_norm("groupnorm", 8, groups=2))
+    assert isinstance(norm, qnorm.FeatureGroupNorm)
+    x = torch.randn(shape) * 3.0 + 1.0
+    rows = x.reshape(-1, 2, 4)
+    mean = rows.mean(dim=-1, keepdim=True)
+    var = rows.var(dim=-1, unbiased=False, keepdim=True)
+    expected = ((rows - mean) / torch.sqrt(var + 1e-5)).reshape(shape) * norm.weight + norm.bias
+    for mode in (True, False):
+        norm.train(mode)
+        torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("feature_maps", [False, True])
+def test_groupnorm_width_not_divisible_by_the_groups_is_a_qnorm_error(feature_maps):
+    with pytest.raises(qnorm.QnormError, match="4 groups cannot split a width of 6"):
+        qnorm.make_norm("groupnorm", 6, feature_maps=feature_maps, groups=4)
+    with pytest.raises(qnorm.QnormError, match="0 groups"):
+        qnorm.make_norm("groupnorm", 6, feature_maps=feature_maps, groups=0)
+
+
+def test_mlp_spec_checks_the_group_count_against_every_normalized_width():
+    with pytest.raises(qnorm.QnormError, match="width of 6"):
+        qnorm.QNetworkSpec(6, 2, (8,), norm="groupnorm", norm_groups=4, input_norm=True)
+    with pytest.raises(qnorm.QnormError, match="width of 6"):
+        qnorm.QNetworkSpec(4, 2, (8, 6), norm="groupnorm", norm_groups=4)
+    with pytest.raises(qnorm.QnormError, match="norm_groups"):
+        qnorm.QNetworkSpec(4, 2, (8,), norm_groups=0)
+    qnorm.QNetworkSpec(6, 2, (8,), norm="groupnorm", norm_groups=4)  # the input is not normalized
+    qnorm.QNetworkSpec(6, 2, (8,), norm="layernorm", norm_groups=5)  # no groups: unused
+    net = qnorm.build_q_network(
+        qnorm.QNetworkSpec(4, 2, (8,), norm="groupnorm", norm_groups=4, input_norm=True)
+    )
+    assert net.layers.input_norm.num_groups == 4 and net.layers.norm1.num_groups == 4
+
+
+def test_groups_go_only_to_kinds_that_take_them():
+    seen = []
+
+    def factory(num_features, **kwargs):
+        seen.append(kwargs)
+        return nn.Identity()
+
+    with registered("takes", factory, takes_groups=True), registered("plain", factory):
+        qnorm.make_norm("takes", 6, groups=3)
+        qnorm.make_norm("plain", 6, groups=3)
+    assert seen == [{"groups": 3}, {}]
+
+
+def test_a_kind_without_a_map_form_on_maps_is_a_qnorm_error_naming_it():
+    with registered("scalenorm", ScaleNorm):
+        assert isinstance(qnorm.make_norm("scalenorm", 4), ScaleNorm)
+        with pytest.raises(qnorm.QnormError, match="'scalenorm' has no form for feature maps"):
+            qnorm.make_norm("scalenorm", 4, feature_maps=True)
+
+
+@pytest.mark.parametrize("kind", MAP_NORMS)
+def test_every_map_form_keeps_the_shape_and_acts_per_sample_in_eval_mode(kind):
+    norm = perturbed(qnorm.make_norm(kind, 6, feature_maps=True, groups=2))
+    x = maps()
+    with torch.no_grad():
+        out = norm(x)  # train mode
+        assert out.shape == x.shape
+        norm.eval()
+        before = {k: v.clone() for k, v in norm.state_dict().items()}
+        batch = norm(x)
+        alone = torch.cat([norm(x[i : i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(batch, alone)
+    assert all(torch.equal(before[k], v) for k, v in norm.state_dict().items())
+    assert qnorm.is_batch_statistics_module(norm) is qnorm.get_norm_kind(kind).uses_batch_statistics
+
+
+@pytest.mark.parametrize(
+    "kind", [n for n in MAP_NORMS if qnorm.get_norm_kind(n).uses_batch_statistics]
+)
+def test_batch_statistics_map_forms_refuse_a_train_batch_of_one(kind):
+    norm = qnorm.make_norm(kind, 6, feature_maps=True)
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    with pytest.raises(qnorm.QnormError, match="batch of one"):
+        norm(maps((1, 6, 5, 3)))  # 15 positions, but one sample
+    assert all(torch.equal(before[k], v) for k, v in norm.state_dict().items())
+    norm.eval()
+    assert norm(maps((1, 6, 5, 3))).shape == (1, 6, 5, 3)

@@ -7,7 +7,8 @@ import torch
 
 import qnorm
 
-OBS_DIM, NUM_ACTIONS, HIDDEN = 5, 3, (16, 8)
+OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
+GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
 NORMS = qnorm.norm_names()
 
 
@@ -20,7 +21,13 @@ def _deterministic():
 def build(norm="batchnorm", placement="before", input_norm=True, hidden=HIDDEN, seed=0):
     torch.manual_seed(seed)
     spec = qnorm.QNetworkSpec(
-        OBS_DIM, NUM_ACTIONS, hidden, norm=norm, placement=placement, input_norm=input_norm
+        OBS_DIM,
+        NUM_ACTIONS,
+        hidden,
+        norm=norm,
+        placement=placement,
+        input_norm=input_norm,
+        norm_groups=GROUPS,
     )
     return qnorm.build_q_network(spec)
 
@@ -168,5 +175,86 @@ def test_tau_outside_zero_one_is_a_qnorm_error(tau):
     before = snapshot(target)
     with pytest.raises(qnorm.QnormError, match="tau"):
         qnorm.soft_update(target, online, tau=tau)
+    for name, tensor in target.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+# --- conv networks: 2-D norm buffers travel too ---------------------------------------------
+
+
+def build_conv(norm, placement="before", channels=(4, 8), seed=0):
+    torch.manual_seed(seed)
+    spec = qnorm.ConvQNetworkSpec(
+        (3, 10, 10),
+        NUM_ACTIONS,
+        channels=channels,
+        kernels=(3, 3),
+        strides=(2, 1),
+        pools=(0, 0),
+        hidden_sizes=(8,),
+        norm=norm,
+        placement=placement,
+        norm_groups=GROUPS,
+    )
+    return qnorm.build_q_network(spec)
+
+
+def trained_conv(norm, placement):
+    net = build_conv(norm, placement, seed=0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    with qnorm.learning_mode(net):
+        for _ in range(3):
+            loss = net(torch.randn(8, 3, 10, 10) * 2.0 + 1.0).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return net
+
+
+@pytest.mark.parametrize("update", ["hard", "soft"])
+@pytest.mark.parametrize("placement", qnorm.PLACEMENTS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_conv_network_sync_copies_feature_map_statistics(norm, placement, update):
+    online = trained_conv(norm, placement)
+    target = qnorm.make_target(build_conv(norm, placement, seed=1))
+    target_before, online_before = snapshot(target), snapshot(online)
+    if update == "hard":
+        qnorm.hard_update(target, online)
+    else:
+        qnorm.soft_update(target, online, tau=0.5)
+    state = target.state_dict()
+    for name in buffer_names(online):
+        assert torch.equal(state[name], online_before[name]), name
+    for name in param_names(online):
+        expected = online_before[name]
+        if update == "soft":
+            expected = 0.5 * (target_before[name] + online_before[name])
+        torch.testing.assert_close(state[name], expected, rtol=1e-6, atol=1e-7)
+    if qnorm.get_norm_kind(norm).uses_batch_statistics:
+        # The per-channel statistics of the torso moved in training and now sit in the target.
+        assert {f"layers.conv_norm{i}.running_mean" for i in (1, 2)} <= buffer_names(online)
+        assert target.layers.conv_norm2.running_var.shape == (8,)
+        assert not torch.equal(
+            target_before["layers.conv_norm1.running_mean"],
+            state["layers.conv_norm1.running_mean"],
+        )
+        assert int(target.layers.conv_norm1.num_batches_tracked) == 3
+    assert not any(m.training for m in target.modules())
+    x = torch.randn(4, 3, 10, 10)
+    if update == "hard":
+        with torch.no_grad(), qnorm.eval_mode(online):
+            assert torch.equal(target(x), online(x))
+
+
+@pytest.mark.parametrize("update", ["hard", "soft"])
+def test_mismatched_conv_networks_are_a_qnorm_error(update):
+    target = qnorm.make_target(build_conv("batchnorm", channels=(4, 4), seed=1))
+    online = build_conv("batchnorm", channels=(4, 8), seed=0)
+    before = snapshot(target)
+    with pytest.raises(qnorm.QnormError, match="different"):
+        if update == "hard":
+            qnorm.hard_update(target, online)
+        else:
+            qnorm.soft_update(target, online, tau=0.5)
     for name, tensor in target.state_dict().items():
         assert torch.equal(tensor, before[name]), name
