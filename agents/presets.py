@@ -1,11 +1,63 @@
 """Per-environment hyperparameter presets, stored as data.
 
-The DQN settings are rl-baselines3-zoo's tuned DQN hyperparameters for each env (tuned for
-an unnormalized network); they are applied to every norm kind alike. Keys are
-``section.field`` of TrainConfig. Flags given on the command line override them.
+Keys are ``section.field`` of TrainConfig; flags given on the command line override them. Each
+set is applied to every norm kind alike (all were tuned for an unnormalized network). Sources:
+
+- CartPole, Acrobot, MountainCar, LunarLander: rl-baselines3-zoo's tuned DQN hyperparameters
+  (hyperparams/dqn.yml).
+- The five MinAtar games: the MinAtar paper's DQN (Young & Tian 2019, "MinAtar: An
+  Atari-Inspired Testbed for Thorough and Reproducible Reinforcement Learning Experiments"), as
+  in its reference examples/dqn.py: batch 32, replay 100k, target update every 1000 steps, one
+  gradient step every step from 5000 steps on, epsilon 1.0 -> 0.1 over the first 100k frames,
+  centered RMSprop (lr 2.5e-4, alpha 0.95, eps 0.01, momentum 0.95), gamma 0.99, Huber loss,
+  no Double DQN, 5M frames; its conv torso (one 3x3 conv of 16 channels, 128 hidden units).
+- Atari (every ``ALE/`` id, by prefix): rl-baselines3-zoo's ``atari`` DQN entry (10M steps,
+  replay 100k, Adam lr 1e-4, batch 32, learning starts 100k, target update every 1000 steps,
+  train every 4 steps, exploration 10% down to 0.01) with the Nature DQN conv torso (Mnih et
+  al. 2015: 32-64-64 convs, 512 hidden units).
 """
 
 from __future__ import annotations
+
+MINATAR_DQN: dict[str, object] = {
+    "run.total_timesteps": 5_000_000,
+    "run.eval_freq": 50_000,
+    "network.conv_preset": "minatar",
+    "network.hidden_sizes": (128,),
+    "dqn.optimizer": "rmsprop",
+    "dqn.learning_rate": 2.5e-4,
+    "dqn.batch_size": 32,
+    "dqn.buffer_size": 100_000,
+    "dqn.learning_starts": 5_000,
+    "dqn.gamma": 0.99,
+    "dqn.target_update_interval": 1_000,
+    "dqn.train_freq": 1,
+    "dqn.gradient_steps": 1,
+    "dqn.exploration_fraction": 0.02,  # 100k of the 5M frames
+    "dqn.exploration_final_eps": 0.1,
+    "dqn.double_dqn": False,
+    "dqn.loss": "huber",
+}
+
+ATARI_DQN: dict[str, object] = {
+    "run.total_timesteps": 10_000_000,
+    "run.eval_freq": 250_000,
+    "run.eval_episodes": 5,
+    "network.conv_preset": "nature",
+    "network.hidden_sizes": (512,),
+    "dqn.optimizer": "adam",
+    "dqn.learning_rate": 1e-4,
+    "dqn.batch_size": 32,
+    "dqn.buffer_size": 100_000,
+    "dqn.learning_starts": 100_000,
+    "dqn.gamma": 0.99,
+    "dqn.target_update_interval": 1_000,
+    "dqn.train_freq": 4,
+    "dqn.gradient_steps": 1,
+    "dqn.exploration_fraction": 0.1,
+    "dqn.exploration_final_eps": 0.01,
+    "dqn.double_dqn": False,  # SB3's DQN, which the zoo tunes, is plain DQN
+}
 
 PRESETS: dict[str, dict[str, object]] = {
     "CartPole-v1": {
@@ -68,9 +120,22 @@ PRESETS: dict[str, dict[str, object]] = {
         "dqn.exploration_fraction": 0.12,
         "dqn.exploration_final_eps": 0.1,
     },
+    "MinAtar/Asterix-v1": MINATAR_DQN,
+    "MinAtar/Breakout-v1": MINATAR_DQN,
+    "MinAtar/Freeway-v1": MINATAR_DQN,
+    "MinAtar/Seaquest-v1": MINATAR_DQN,
+    "MinAtar/SpaceInvaders-v1": MINATAR_DQN,
 }
+
+# Presets for every id that starts with a prefix; an exact id in PRESETS comes first.
+PREFIX_PRESETS: dict[str, dict[str, object]] = {"ALE/": ATARI_DQN}
 
 
 def preset_for(env_id: str) -> dict[str, object]:
     """The preset for ``env_id`` (empty for envs without one: the dataclass defaults apply)."""
-    return dict(PRESETS.get(env_id, {}))
+    if env_id in PRESETS:
+        return dict(PRESETS[env_id])
+    for prefix, preset in PREFIX_PRESETS.items():
+        if env_id.startswith(prefix):
+            return dict(preset)
+    return {}
