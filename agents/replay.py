@@ -7,7 +7,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from agents.memory import check_fits
 from qnorm import QnormError
+
+COLUMNS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
 
 
 class Batch(NamedTuple):
@@ -37,6 +40,8 @@ class ReplayBuffer:
         self.capacity = int(capacity)
         self.obs_shape = tuple(obs_shape)
         self.device = torch.device(device)
+        nbytes = self.nbytes_for(capacity, self.obs_shape, obs_dtype)
+        check_fits(nbytes, self.device, f"a replay buffer of {self.capacity:,} transitions")
         dtype = torch.from_numpy(np.empty(0, dtype=np.dtype(obs_dtype))).dtype
         self.obs = torch.zeros((capacity, *self.obs_shape), dtype=dtype, device=self.device)
         self.next_obs = torch.zeros_like(self.obs)
@@ -47,15 +52,31 @@ class ReplayBuffer:
         self.position = 0
         self.size = 0
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        names = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
         on_cpu = self.device.type == "cpu"
-        self._host_views = {n: getattr(self, n).numpy() for n in names} if on_cpu else None
+        self._host_views = {n: getattr(self, n).numpy() for n in COLUMNS} if on_cpu else None
+
+    @staticmethod
+    def nbytes_for(
+        capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | str = np.float32
+    ) -> int:
+        """Bytes a buffer of this capacity and observation takes, without allocating it."""
+        obs_bytes = int(np.prod(obs_shape, dtype=np.int64)) * np.dtype(obs_dtype).itemsize
+        return int(capacity) * (2 * obs_bytes + 8 + 4 + 4 + 4)  # s, s', action, r, term, trunc
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the storage tensors."""
+        return sum(getattr(self, name).nbytes for name in COLUMNS)
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
-        """Store ``n`` transitions (leading dim ``n``, or one unbatched), overwriting the oldest."""
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, env_ids=None) -> None:
+        """Store ``n`` transitions (leading dim ``n``, or one unbatched), overwriting the oldest.
+
+        ``env_ids`` (which env each row came from) is accepted for FrameReplayBuffer's
+        interface and not needed here: each row stores its whole observations.
+        """
         columns = {
             "obs": obs,
             "next_obs": next_obs,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents import memory
 from agents.config import TrainConfig, validate
 from agents.replay import Batch, ReplayBuffer
 from qnorm import QnormError
@@ -202,3 +203,26 @@ def test_config_rejects_a_buffer_smaller_than_the_batch():
         validate(config)
     config.dqn.buffer_size = 32
     validate(config)  # equal is fine
+
+
+def test_env_ids_are_accepted_and_change_nothing():
+    with_ids, without = ReplayBuffer(6, OBS_SHAPE), ReplayBuffer(6, OBS_SHAPE)
+    with_ids.add(*rows(0, 3), env_ids=np.array([0, 2, 3]))
+    without.add(*rows(0, 3))
+    for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
+        assert torch.equal(getattr(with_ids, name), getattr(without, name)), name
+
+
+def test_nbytes_is_known_before_allocating():
+    buf = ReplayBuffer(50, (2, 3), obs_dtype=np.uint8)
+    assert buf.nbytes == ReplayBuffer.nbytes_for(50, (2, 3), np.uint8) == 50 * (2 * 6 + 20)
+
+
+def test_a_buffer_too_big_for_memory_is_a_clear_error_naming_the_bytes(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1_000_000)
+    needed = ReplayBuffer.nbytes_for(100_000, OBS_SHAPE)
+    with pytest.raises(
+        QnormError, match=rf"replay buffer of 100,000 transitions needs .*\({needed:,} bytes\)"
+    ):
+        ReplayBuffer(100_000, OBS_SHAPE)
+    ReplayBuffer(1_000, OBS_SHAPE)  # 32 kB fits
