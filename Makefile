@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 # torch you already have: pyproject only asks for torch>=2.4.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# The extras the test suite exercises: the pixel families run in CI instead of skipping.
+EXTRAS ?= dev,minatar,atari
 
 .PHONY: venv test lint format train clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -20,7 +20,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import qnorm
-from qnorm import QNetworkSpec, QnormError, build_q_network
+from qnorm import QnormError, build_q_network, spec_from_dict
+from qnorm.conv_networks import ConvQNetworkSpec
+from qnorm.networks import QNetworkSpec
+
+NetworkSpec = QNetworkSpec | ConvQNetworkSpec
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -32,7 +36,7 @@ class Policy:
     """A Q-network rebuilt from a checkpoint, with what it was trained on."""
 
     network: nn.Module
-    spec: QNetworkSpec
+    spec: NetworkSpec
     env_id: str
     obs_shape: tuple[int, ...]
     obs_dtype: str
@@ -42,7 +46,7 @@ class Policy:
 
 
 def checkpoint_metadata(
-    spec: QNetworkSpec,
+    spec: NetworkSpec,
     env_id: str,
     obs_shape,
     obs_dtype: str,
@@ -146,7 +150,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
     directory = resolve_checkpoint_dir(path)
     metadata = read_metadata(directory)
     try:
-        spec = QNetworkSpec.from_dict(metadata["network"])
+        spec = spec_from_dict(metadata["network"])
         env_id = str(metadata["env_id"])
         obs_shape = tuple(int(d) for d in metadata["observation_shape"])
         obs_dtype, step = str(metadata["observation_dtype"]), int(metadata["step"])

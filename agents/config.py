@@ -8,7 +8,10 @@ import typing
 from dataclasses import dataclass, field
 
 from qnorm import QnormError, norm_names
+from qnorm.conv_networks import CONV_PRESETS
 from qnorm.networks import ACTIVATIONS, PLACEMENTS
+
+CONV_PRESET_NAMES = tuple(CONV_PRESETS)
 
 
 def _opt(help: str, **extra) -> dict:
@@ -30,6 +33,36 @@ class NetworkConfig:
     )
     input_norm: bool = field(default=False, metadata=_opt("also normalize the raw observation"))
     dueling: bool = field(default=False, metadata=_opt("dueling head: Q = V + A - mean(A)"))
+    norm_groups: int = field(default=8, metadata=_opt("group count of the groupnorm kind"))
+    # Image observations only: the conv torso in front of the hidden layers above.
+    conv_preset: str = field(
+        default="auto",
+        metadata=_opt(
+            "conv torso for image observations (auto: the env family's, else nature)",
+            choices=("auto", *CONV_PRESET_NAMES),
+        ),
+    )
+    conv_channels: tuple[int, ...] = field(
+        default=(), metadata=_opt("output channels of each conv (empty: the preset's)")
+    )
+    conv_kernels: tuple[int, ...] = field(
+        default=(), metadata=_opt("kernel size of each conv (empty: the preset's)")
+    )
+    conv_strides: tuple[int, ...] = field(
+        default=(), metadata=_opt("stride of each conv (empty: the preset's)")
+    )
+    conv_pools: tuple[int, ...] = field(
+        default=(), metadata=_opt("max-pool size after each conv, 0 for none (empty: the preset's)")
+    )
+    norm_after_pool: bool = field(
+        default=False, metadata=_opt("in the conv torso, normalize after max-pooling, not before")
+    )
+    norm_target: str = field(
+        default="both",
+        metadata=_opt(
+            "which part of a conv network is normalized", choices=("torso", "head", "both")
+        ),
+    )
 
 
 @dataclass
@@ -59,6 +92,14 @@ class DQNConfig:
     max_grad_norm: float = field(default=10.0, metadata=_opt("gradient-norm clipping"))
     double_dqn: bool = field(default=True, metadata=_opt("Double DQN targets"))
     loss: str = field(default="huber", metadata=_opt("TD loss", choices=("huber", "mse")))
+    optimizer: str = field(
+        default="adam",
+        metadata=_opt(
+            "adam, or rmsprop: centered RMSprop with alpha 0.95, momentum 0.95, eps 0.01 "
+            "(the MinAtar reference DQN's)",
+            choices=("adam", "rmsprop"),
+        ),
+    )
     bn_mode: str = field(
         default="standard",
         metadata=_opt(
@@ -215,3 +256,5 @@ def validate(config: TrainConfig) -> None:
         raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
     if not config.network.hidden_sizes or min(config.network.hidden_sizes) < 1:
         raise QnormError("hidden_sizes needs at least one positive width")
+    if config.network.norm_groups < 1:
+        raise QnormError(f"norm_groups must be positive, got {config.network.norm_groups}")

@@ -23,6 +23,7 @@ from qnorm import (
     hard_update,
     learning_mode,
     make_target,
+    observation_ndim,
     soft_update,
 )
 from qnorm.diagnostics import running_vs_batch_gap
@@ -63,12 +64,13 @@ class DQNAgent:
         self.device = torch.device(device)
         torch.manual_seed(seed)
         self.online = build_q_network(spec).to(self.device).eval()
+        self.obs_ndim = observation_ndim(self.online)
         check_train_batch_size(self.online, config.batch_size)
         self.joint = config.bn_mode == "joint"
         # Joint (CrossQ-style) updates bootstrap from the online network itself: no target.
         self.target = None if self.joint else make_target(self.online)
         self.parameters = list(self.online.parameters())
-        self.optimizer = make_adam(self.parameters, config.learning_rate, self.device)
+        self.optimizer = make_optimizer(config, self.parameters, self.device)
         self.rng = np.random.default_rng(seed)
         # Acting on a few states is cheaper in numpy than through torch's dispatcher; the
         # mirror computes the same eval-mode forward on views of the live parameters.
@@ -77,7 +79,7 @@ class DQNAgent:
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray | int:
         """Epsilon-greedy actions: an int for one observation, an array for a batch ``[n, ...]``."""
-        if obs.ndim == 1:
+        if obs.ndim == self.obs_ndim:  # one unbatched observation
             return int(self.act(obs[None], epsilon)[0])
         n = obs.shape[0]
         explore = self.rng.random(n) < epsilon
@@ -97,14 +99,17 @@ class DQNAgent:
             return q.argmax(dim=1).cpu().numpy()
 
     def target_q(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Q_target(s', .) in eval mode without gradients, for any leading dims of ``next_obs``."""
+        """Q_target(s', .) in eval mode, no gradients, for ``[B, ...]`` or ``[steps, B, ...]``."""
         with torch.no_grad(), eval_mode(self.target):
-            if next_obs.dim() <= 2 or next_obs.shape[:-1].numel() <= TARGET_CHUNK_ROWS:
+            if next_obs.dim() == self.obs_ndim + 1:
                 return self.target(next_obs)
+            steps, batch = next_obs.shape[:2]
+            rows = next_obs.flatten(0, 1)
             # A whole phase of minibatches at once outgrows the CPU caches; ~1k rows per
             # forward measured fastest (eval mode: the rows are independent).
-            per_chunk = max(1, TARGET_CHUNK_ROWS // next_obs.shape[1])
-            return torch.cat([self.target(part) for part in next_obs.split(per_chunk)])
+            per_chunk = max(1, TARGET_CHUNK_ROWS // batch) * batch
+            q = torch.cat([self.target(part) for part in rows.split(per_chunk)])
+            return q.reshape(steps, batch, -1)
 
     def td_target(self, batch: Batch, next_q_target: torch.Tensor | None = None) -> torch.Tensor:
         """r + gamma * (1 - terminated) * Q_target(s', a'); a' from the online net if Double."""
@@ -214,6 +219,25 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
         return
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+
+
+def make_optimizer(
+    config: DQNConfig, params: list[torch.Tensor], device: torch.device
+) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params``."""
+    if config.optimizer == "rmsprop":
+        return make_rmsprop(params, config.learning_rate)
+    return make_adam(params, config.learning_rate, device)
+
+
+# Centered RMSprop as the MinAtar reference DQN sets it up (squared-gradient momentum 0.95,
+# gradient momentum 0.95, minimum squared gradient 0.01).
+RMSPROP_SETTINGS = {"alpha": 0.95, "momentum": 0.95, "eps": 0.01, "centered": True}
+
+
+def make_rmsprop(params: list[torch.Tensor], lr: float) -> torch.optim.RMSprop:
+    """Centered RMSprop with the MinAtar reference DQN's settings, one foreach kernel."""
+    return torch.optim.RMSprop(params, lr=lr, foreach=True, **RMSPROP_SETTINGS)
 
 
 def make_adam(params: list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:

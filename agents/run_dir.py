@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -10,10 +11,15 @@ from agents.config import TrainConfig
 from qnorm import QnormError
 
 
+def path_safe(env_id: str) -> str:
+    """``env_id`` as one path component: ``MinAtar/Breakout-v1`` -> ``MinAtar_Breakout-v1``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", env_id)
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     """The conventional run directory name under ``runs/``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{config.run.env_id}__{config.network.norm}__{config.run.seed}__{stamp}"
+    name = f"{path_safe(config.run.env_id)}__{config.network.norm}__{config.run.seed}__{stamp}"
     return Path("runs") / name
 
 

@@ -20,13 +20,16 @@ from tqdm import tqdm
 from agents.checkpoint import checkpoint_metadata, save_checkpoint
 from agents.config import TrainConfig, validate
 from agents.dqn import DQNAgent, ModeDiagnostics, UpdateStats
-from agents.envs import make_env, make_vector_env, obs_dtype_name
+from agents.envs import env_family, make_env, make_vector_env, obs_dtype_name
+from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
+from agents.frame_replay import FrameReplayBuffer
+from agents.network_specs import network_spec
 from agents.replay import ReplayBuffer
 from agents.run_dir import create_run_dir
 from agents.schedules import linear_epsilon
 from agents.tb_logger import RunLogger
-from qnorm import QNetworkSpec, QnormError
+from qnorm import QnormError
 
 StopRule = Callable[[int, float], bool]
 
@@ -51,21 +54,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def network_spec(config: TrainConfig, obs_dim: int, num_actions: int) -> QNetworkSpec:
-    """The Q-network spec for this config and env."""
-    net = config.network
-    return QNetworkSpec(
-        obs_dim=obs_dim,
-        num_actions=num_actions,
-        hidden_sizes=net.hidden_sizes,
-        activation=net.activation,
-        norm=net.norm,
-        placement=net.norm_placement,
-        input_norm=net.input_norm,
-        dueling=net.dueling,
-    )
-
-
 def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResult:
     """Check everything, then train; nothing is written until every check has passed.
 
@@ -77,8 +65,13 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
     eval_env = None
     try:
-        space = envs.single_observation_space
-        spec = network_spec(config, int(np.prod(space.shape)), int(envs.single_action_space.n))
+        family = env_family(config.run.env_id)
+        spec = network_spec(
+            config,
+            envs.single_observation_space,
+            int(envs.single_action_space.n),
+            family.conv_preset,
+        )
         torch.set_num_threads(config.run.torch_threads)
         agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
@@ -104,6 +97,22 @@ def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:
     return rule
 
 
+def make_replay(config: TrainConfig, space, frame_stack: int, device: torch.device):
+    """Vector observations: the transition buffer; images: the buffer storing each frame once."""
+    seed, capacity = config.run.seed, config.dqn.buffer_size
+    if len(space.shape) == 1:
+        return ReplayBuffer(capacity, tuple(space.shape), space.dtype, device, seed)
+    return FrameReplayBuffer(
+        capacity,
+        tuple(space.shape),
+        space.dtype,
+        device,
+        seed,
+        num_envs=config.run.num_envs,
+        frame_stack=frame_stack,
+    )
+
+
 class Trainer:
     """One run's loop and bookkeeping."""
 
@@ -122,9 +131,10 @@ class Trainer:
         self.envs, self.eval_env, self.agent, self.run_dir = envs, eval_env, agent, run_dir
         space = envs.single_observation_space
         self.obs_shape, self.obs_dtype = tuple(space.shape), obs_dtype_name(space)
-        self.buffer = ReplayBuffer(
-            self.dqn.buffer_size, self.obs_shape, space.dtype, agent.device, config.run.seed
-        )
+        family = env_family(config.run.env_id)
+        self.buffer = make_replay(config, space, family.frame_stack, agent.device)
+        # Reward clipping and life-loss terminals shape what is learned, never what is logged.
+        self.signal = LearningSignal(family, config.run.num_envs)
         self.logger = RunLogger(run_dir, config.to_dict())
         self.global_step = 0
         self.num_updates = 0
@@ -190,17 +200,20 @@ class Trainer:
             actions = self.agent.act(obs, epsilon)
         next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
         self.global_step += len(obs)
+        learned_rewards = self.signal.rewards(rewards)
+        learned_terminated = self.signal.terminated(terminated, infos, just_reset)
         keep = ~just_reset  # in next-step autoreset mode, this step only reset those envs
         if keep.all():
-            self.buffer.add(obs, actions, rewards, next_obs, terminated, truncated)
+            self.buffer.add(obs, actions, learned_rewards, next_obs, learned_terminated, truncated)
         elif keep.any():
             self.buffer.add(
                 obs[keep],
                 actions[keep],
-                rewards[keep],
+                learned_rewards[keep],
                 next_obs[keep],
-                terminated[keep],
+                learned_terminated[keep],
                 truncated[keep],
+                env_ids=np.flatnonzero(keep),
             )
         if "episode" in infos:
             self.log_episodes(infos)

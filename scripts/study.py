@@ -12,7 +12,7 @@ import ast
 import sys
 
 from agents.cli import run_main
-from agents.study.grid import ENVS, VARIANTS
+from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
 from agents.study.study import QUICK, StudySpec, run_study
 
 
@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default=None, help="study name (default: main, or quick)")
     p.add_argument("--envs", nargs="+", default=list(ENVS))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument(
         "--set",

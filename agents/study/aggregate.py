@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.run_dir import path_safe
 from agents.study import stats
 from agents.study.grid import COLOURS, VARIANTS, Cell, reward_threshold
 from agents.study.runner import is_done, read_curve
@@ -233,5 +234,5 @@ def aggregate(root: Path, out: Path, cells: list[Cell], variants: list[str]) -> 
         sections.insert(0, overview_table(table, envs, variants))
     (out / "tables.md").write_text("\n".join(sections))
     for env_id in envs:
-        plot_env(out / f"{env_id}.png", env_id, curves, variants)
+        plot_env(out / f"{path_safe(env_id)}.png", env_id, curves, variants)
     return table

@@ -8,6 +8,8 @@ import gymnasium as gym
 
 from agents.cli import config_from_flags
 from agents.config import TrainConfig
+from agents.envs import check_env_id
+from agents.run_dir import path_safe
 from qnorm import QnormError
 
 # Each variant is a set of TrainConfig overrides; everything else comes from the env preset,
@@ -17,6 +19,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "batchnorm": {"network.norm": "batchnorm", "network.norm_placement": "before"},
     "batchnorm_after": {"network.norm": "batchnorm", "network.norm_placement": "after"},
     "batchnorm_input": {"network.norm": "batchnorm", "network.input_norm": True},
+    # Conv networks: BatchNorm in the feature extractor only, the fully connected head plain.
+    "batchnorm_torso": {"network.norm": "batchnorm", "network.norm_target": "torso"},
     "layernorm": {"network.norm": "layernorm", "network.norm_placement": "before"},
     "layernorm_after": {"network.norm": "layernorm", "network.norm_placement": "after"},
     "layernorm_input": {"network.norm": "layernorm", "network.input_norm": True},
@@ -31,6 +35,7 @@ COLOURS: dict[str, str] = {
     "batchnorm": "#1f77b4",
     "batchnorm_after": "#6baed6",
     "batchnorm_input": "#08306b",
+    "batchnorm_torso": "#17becf",
     "layernorm": "#d62728",
     "layernorm_after": "#fc9272",
     "layernorm_input": "#67000d",
@@ -40,6 +45,8 @@ COLOURS: dict[str, str] = {
 }
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
+# The vector study's variants (batchnorm_torso needs a conv torso: it is for image envs).
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso")
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,12 @@ class Cell:
     @property
     def name(self) -> str:
         """The cell's run-directory name."""
-        return f"{self.env_id}__{self.variant}__{self.seed}"
+        return f"{path_safe(self.env_id)}__{self.variant}__{self.seed}"
 
 
 def reward_threshold(env_id: str) -> float | None:
     """The env's registered 'solved' return, if it has one."""
+    check_env_id(env_id)  # registers the optional families' ids on first use
     return gym.spec(env_id).reward_threshold
 
 

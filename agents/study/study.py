@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.study import aggregate, runner
-from agents.study.grid import ENVS, VARIANTS, cells
+from agents.study.grid import DEFAULT_VARIANTS, ENVS, cells
 
 QUICK = {
     "envs": ["CartPole-v1"],
@@ -23,7 +23,7 @@ class StudySpec:
 
     name: str = "main"
     envs: list[str] = field(default_factory=lambda: list(ENVS))
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     seeds: int = 5
     overrides: dict = field(default_factory=dict)  # TrainConfig "section.field" values
     runs_dir: str = "runs/study"

@@ -8,9 +8,10 @@ from train_helpers import tiny_config as shared_tiny_config
 
 from agents.dqn import DQNAgent
 from agents.envs import make_vector_env
+from agents.network_specs import network_spec
 from agents.run_dir import create_run_dir
 from agents.schedules import linear_epsilon
-from agents.training import Trainer, network_spec, train
+from agents.training import Trainer, train
 
 SHORT_CARTPOLE = "QnormTest/ShortCartPole-v0"  # CartPole with a 10-step time limit
 if SHORT_CARTPOLE not in gym.registry:
@@ -46,7 +47,7 @@ def make_trainer(config):
     """A Trainer built the way ``train`` builds one, so its counters can be inspected."""
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
     space = envs.single_observation_space
-    spec = network_spec(config, int(np.prod(space.shape)), int(envs.single_action_space.n))
+    spec = network_spec(config, space, int(envs.single_action_space.n))
     agent = DQNAgent(spec, config.dqn, "cpu", seed=config.run.seed)
     return Trainer(config, envs, None, agent, create_run_dir(config))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from script_helpers import STUDY, assert_clean_success, run_script
 
-from agents.study.grid import ENVS, VARIANTS
+from agents.study.grid import DEFAULT_VARIANTS, ENVS
 from agents.study.study import QUICK
 
 
@@ -48,7 +48,7 @@ def test_default_is_the_full_grid_and_aggregate_only_trains_nothing(study_script
     study_script.main(["--aggregate-only", "--workers", "3"])
     ((spec, train),) = study_script.calls
     assert not train and spec.name == "main" and spec.workers == 3
-    assert (spec.envs, spec.variants, spec.seeds) == (list(ENVS), list(VARIANTS), 5)
+    assert (spec.envs, spec.variants, spec.seeds) == (list(ENVS), list(DEFAULT_VARIANTS), 5)
 
 
 # A study cell that trains for about a second and evaluates twice.
