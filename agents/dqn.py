@@ -50,7 +50,10 @@ class UpdateStats:
 
 
 TARGET_CHUNK_ROWS = 1024
-NUMPY_ACTING_MAX_BATCH = 16
+# Up to this many states the numpy mirror acts faster than torch: 16 for MLPs; one for conv
+# networks (measured on the Nature net, whose ~9M multiply-adds per state favour torch's
+# kernels from about four states on).
+NUMPY_ACTING_MAX_BATCH = {"mlp": 16, "conv": 1}
 
 
 class DQNAgent:
@@ -75,6 +78,7 @@ class DQNAgent:
         # Acting on a few states is cheaper in numpy than through torch's dispatcher; the
         # mirror computes the same eval-mode forward on views of the live parameters.
         self.numpy_actor = NumpyActor.mirror(self.online) if self.device.type == "cpu" else None
+        self.numpy_max_batch = NUMPY_ACTING_MAX_BATCH["mlp" if self.obs_ndim == 1 else "conv"]
         self.loss_fn = F.smooth_l1_loss if config.loss == "huber" else F.mse_loss
 
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray | int:
@@ -92,7 +96,7 @@ class DQNAgent:
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """Greedy actions for a batch of observations, in acting mode."""
-        if self.numpy_actor is not None and obs.shape[0] <= NUMPY_ACTING_MAX_BATCH:
+        if self.numpy_actor is not None and obs.shape[0] <= self.numpy_max_batch:
             return self.numpy_actor.greedy(obs)
         with acting_mode(self.online):
             q = self.online(torch.as_tensor(obs, device=self.device))

@@ -11,7 +11,6 @@ from torch import nn
 
 import qnorm
 from qnorm import norms
-from qnorm.numpy_acting import NumpyActor
 
 OBS_SHAPE, NUM_ACTIONS, GROUPS = (3, 12, 12), 4, 2
 # 12x12 -> conv 3 -> 10x10 -> pool 2 -> 5x5 -> conv 2 -> 4x4: a pool, and two convs.
@@ -506,7 +505,3 @@ def test_state_dict_round_trip_through_a_json_spec(norm, dueling):
     if norm in BATCH_STAT_NORMS:
         assert int(restored.layers.conv_norm1.num_batches_tracked) == 3
         assert not torch.equal(restored.layers.conv_norm1.running_mean, torch.zeros(4))
-
-
-def test_numpy_mirror_declines_conv_networks():
-    assert NumpyActor.mirror(build("batchnorm")) is None
