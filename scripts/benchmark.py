@@ -2,6 +2,9 @@
 
 python scripts/benchmark.py                 # SPS ratios for zoo and per-step, latencies
 python scripts/benchmark.py --solve         # also: seconds to solve CartPole-v1
+python scripts/benchmark.py --pixels --skip-speed --minatar-reference PATH
+    # CNN latencies in place of the MLP ones, and MinAtar Breakout training speed beside
+    # MinAtar's examples/dqn.py (PATH: your own copy of that file; it is not part of qnorm)
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from agents.bench import suite
+from agents.bench import pixel_suite, suite
 from agents.bench.configs import CONFIGS
+from agents.bench.pixel_latency import Budget
 from agents.cli import run_main
 
 
@@ -28,11 +32,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--solve-seeds", type=int, default=5)
     p.add_argument("--total-timesteps", type=int, default=0, help="override the configs' steps")
     p.add_argument("--skip-speed", action="store_true", help="only latencies (and --solve)")
+    p.add_argument(
+        "--pixels", action="store_true", help="CNN latencies (MinAtar, Atari) in place of MLP ones"
+    )
+    p.add_argument("--pixel-repeats", type=int, default=Budget.repeats, help="CNN latency repeats")
+    p.add_argument(
+        "--pixel-seconds", type=float, default=Budget.seconds, help="seconds per CNN timing"
+    )
+    p.add_argument(
+        "--minatar-reference",
+        metavar="PATH",
+        help="with --pixels: your copy of MinAtar's examples/dqn.py, to time training beside it",
+    )
+    p.add_argument("--minatar-steps", type=int, default=20_000, help="env steps per MinAtar run")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.minatar_reference:
+        if not args.pixels:
+            p.error("--minatar-reference needs --pixels")
+        pixel_suite.check_reference(args.minatar_reference)  # fail before any timing
     out = print
     out(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
@@ -45,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = suite.speed(configs, args.norms, args.repeats, args.threads, out)
         suite.print_speed_summary(summary, out)
     torch.set_num_threads(args.threads)
-    suite.latencies(args.norms, out)
+    if args.pixels:
+        pixel_suite.latencies(Budget(args.pixel_repeats, args.pixel_seconds), out)
+    else:
+        suite.latencies(args.norms, out)
+    if args.minatar_reference:
+        pixel_suite.minatar_comparison(
+            args.minatar_reference, args.minatar_steps, args.repeats, args.threads, out
+        )
     if args.solve:
         suite.solve(args.solve_seeds, args.threads, out)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,6 +26,34 @@ def median_us(fn, repeats: int = 7, calls: int = 500) -> float:
             fn()
         samples.append((time.perf_counter() - start) / calls * 1e6)
     return float(np.median(samples))
+
+
+def interleaved_median_us(
+    fns: dict[str, Callable[[], object]], repeats: int = 7, seconds: float = 0.25
+) -> dict[str, float]:
+    """Median over ``repeats`` of each function's mean call time in us, the functions taking turns.
+
+    Each repeat times every function once, one after another, so a slow spell of the machine
+    lands on all of them alike and their ratios stay comparable.
+    """
+    calls = {name: _calls_lasting(fn, seconds) for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls[name] * 1e6)
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def _calls_lasting(fn: Callable[[], object], seconds: float) -> int:
+    """Warm ``fn`` up for about ``seconds``; the number of calls that take that long."""
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return max(1, round(calls * seconds / (time.perf_counter() - start)))
 
 
 def _trained_net(spec: QNetworkSpec) -> torch.nn.Module:

@@ -9,6 +9,8 @@ from agents import train
 from agents.bench.configs import CONFIGS
 from agents.bench.runners import qnorm_train_config
 from agents.cli import config_from_flags
+from agents.schedules import linear_epsilon
+from qnorm import QnormError
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -65,3 +67,120 @@ def test_stop_rule_ends_training_after_the_evaluation_that_asks(tmp_path):
     assert asked == [500, 1000]
     assert result.global_step == 1000
     assert (result.final_checkpoint / "model.safetensors").is_file()
+
+
+# A stand-in for MinAtar's examples/dqn.py with the names the runner uses; its command line
+# must never run when the benchmark imports it.
+STUB_REFERENCE = """
+NUM_FRAMES = 5_000_000
+TRAINING_FREQ = 1
+REPLAY_START_SIZE = 100
+
+
+class Environment:
+    def __init__(self, game):
+        self.game = game
+
+
+def train():
+    pass
+
+
+def dqn(env, replay_off, target_off, output_file_name):
+    for t in range(NUM_FRAMES):
+        if t > REPLAY_START_SIZE:
+            train()
+
+
+if __name__ == "__main__":
+    raise SystemExit("the reference's command line ran")
+"""
+
+
+def test_minatar_comparison_alternates_and_reports_the_ratio(tmp_path, monkeypatch):
+    pytest.importorskip("minatar", reason="qnorm's side trains on MinAtar Breakout")
+    from agents.bench import pixel_suite, worker
+
+    torch.set_num_threads(1)
+    stub = tmp_path / "dqn.py"
+    stub.write_text(STUB_REFERENCE)
+    jobs = []
+    # The worker's own code, in this process: no fresh interpreters to start in a test.
+    monkeypatch.setattr(pixel_suite, "run_job", lambda job: jobs.append(job) or worker.run(job))
+    lines = []
+    summary = pixel_suite.minatar_comparison(str(stub), 300, 2, 1, lines.append)
+    assert [job["library"] for job in jobs] == ["qnorm", "reference"] * 2
+    assert [job["seed"] for job in jobs] == [0, 0, 1, 1]
+    assert all(job["steps"] == 300 and job["threads"] == 1 for job in jobs)
+    assert summary["ratio"] > 0 and f"{summary['ratio']:.2f}x overall" in lines[-1]
+    assert summary["learning_ratio"] is None  # qnorm learns from step 5000 on only
+    assert sum("repeat" in line for line in lines) == 2
+    assert lines[-1].startswith("minatar ratio qnorm/reference (median of 2 pairs)")
+    assert "5x aim" in lines[-1]
+
+
+def test_reference_runs_its_frames_and_times_its_updates(tmp_path):
+    pytest.importorskip("minatar", reason="the runner imports MinAtar before its clock")
+    from agents.bench.minatar_speed import time_reference
+
+    stub = tmp_path / "dqn.py"
+    stub.write_text(STUB_REFERENCE)
+    timing = time_reference(stub, 300, 0, 1)
+    assert timing.steps == 300 and timing.learning_steps == 199  # frames 101..299 update
+    assert 0 < timing.learning_seconds <= timing.seconds
+
+
+@pytest.mark.parametrize("name", ["missing.py", "."])
+def test_minatar_reference_must_be_a_file(name, tmp_path):
+    from agents.bench.minatar_speed import load_reference
+
+    with pytest.raises(QnormError, match="is not a file"):
+        load_reference(tmp_path / name)
+
+
+def test_minatar_reference_without_the_runner_names_is_refused(tmp_path):
+    from agents.bench.minatar_speed import load_reference
+
+    path = tmp_path / "other.py"
+    path.write_text("NUM_FRAMES = 1\n")
+    with pytest.raises(QnormError, match="dqn, train"):
+        load_reference(path)
+
+
+@pytest.mark.parametrize("steps", [20_000, 400_000])
+def test_qnorm_minatar_run_is_the_start_of_the_presets_full_run(steps, tmp_path):
+    from agents.bench.minatar_speed import ENV_ID, qnorm_config
+
+    config = qnorm_config(steps, 3, 1, str(tmp_path))
+    full = config_from_flags({"run.env_id": ENV_ID})
+    dqn, run = config.dqn, config.run
+    assert run.total_timesteps == steps and run.eval_freq == 0 and run.progress is False
+    assert run.torch_threads == 1 and run.seed == 3
+    same = ("optimizer", "learning_rate", "batch_size", "learning_starts", "train_freq")
+    assert all(getattr(dqn, f) == getattr(full.dqn, f) for f in same)
+    assert config.network == full.network
+    for step in (0, 5_000, steps // 2, steps - 1):
+        ours = linear_epsilon(step, steps, dqn.exploration_fraction, 1.0, dqn.exploration_final_eps)
+        theirs = linear_epsilon(
+            step,
+            full.run.total_timesteps,
+            full.dqn.exploration_fraction,
+            1.0,
+            full.dqn.exploration_final_eps,
+        )
+        assert ours == pytest.approx(theirs), step
+
+
+@pytest.mark.parametrize(
+    "case, optimizer, conv", [(0, "rmsprop", (16, 3, 1)), (1, "adam", (32, 8, 4))]
+)
+def test_pixel_latency_agents_are_built_as_training_builds_them(case, optimizer, conv):
+    from agents.bench.pixel_latency import PIXEL_CASES, make_agent
+
+    torch.set_num_threads(1)
+    agent = make_agent(PIXEL_CASES[case], "bn torso")
+    first = agent.online.layers[0]
+    assert (first.out_channels, first.kernel_size[0], first.stride[0]) == conv
+    assert agent.config.optimizer == optimizer and agent.config.batch_size == 32
+    assert agent.spec.norm == "batchnorm" and agent.spec.norm_target == "torso"
+    assert not agent.online.training  # acting and eval forwards run on an eval-mode net

@@ -1,7 +1,7 @@
 """scripts/benchmark.py runs end to end on a tiny config and prints its ratio lines."""
 
 import pytest
-from script_helpers import BENCHMARK, run_script
+from script_helpers import BENCHMARK, assert_clean_success, assert_one_error_line, run_script
 
 
 def test_benchmark_prints_ratio_and_latency_lines():
@@ -15,3 +15,31 @@ def test_benchmark_prints_ratio_and_latency_lines():
     ratio = [line for line in done.stdout.splitlines() if line.startswith("ratio per-step none")]
     assert len(ratio) == 1 and float(ratio[0].split()[5]) > 0
     assert "latency none" in done.stdout and "eval forward batch  1" in done.stdout
+
+
+PIXELS_QUICK = ("--pixels", "--skip-speed", "--pixel-repeats", "1")
+
+
+def test_pixels_prints_cnn_latencies_beside_no_norm():
+    done = run_script(BENCHMARK, *PIXELS_QUICK, "--pixel-seconds", "0.001")
+    assert_clean_success(done)
+    lines = done.stdout.splitlines()
+    cnn = [line.strip() for line in lines if line.startswith("  ")]  # the CNN rows
+    for net in ("minatar", "nature"):
+        assert any(line.startswith(f"{net} net on ") for line in lines), net
+        overhead = [line for line in cnn if line.startswith(f"{net} batchnorm over none")]
+        assert len(overhead) == 1 and "folded" in overhead[0], overhead
+    for label in ("act one state", "update step", "eval forward batch  1", "eval forward batch 32"):
+        rows = [line for line in cnn if line.startswith(label)]
+        assert len(rows) == 2, rows
+        assert all("batchnorm" in row and "bn torso" in row and "x)" in row for row in rows)
+    forward = [line for line in cnn if line.startswith("eval forward")]
+    assert all("batchnorm folded" in row and "bn torso folded" in row for row in forward)
+    assert "latency none" not in done.stdout  # the CNN rows replace the MLP ones
+    assert "MinAtar Breakout training speed" not in done.stdout  # no reference given
+
+
+def test_a_missing_minatar_reference_fails_before_any_timing(tmp_path):
+    done = run_script(BENCHMARK, *PIXELS_QUICK, "--minatar-reference", tmp_path / "no_dqn.py")
+    line = assert_one_error_line(done)
+    assert "not a file" in line and done.stdout == ""
