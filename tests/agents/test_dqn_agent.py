@@ -372,3 +372,22 @@ def test_update_phase_equals_sequential_updates(norm, double):
         phased.online.state_dict().values(), stepped.online.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("preset", "obs_shape", "mirrored"),
+    [
+        ("minatar", (10, 10, 4), True),
+        ("nature", (4, 84, 84), False),
+    ],
+)
+def test_conv_agents_act_through_numpy_only_where_it_is_cheaper(preset, obs_shape, mirrored):
+    from qnorm.conv_networks import ConvQNetworkSpec, conv_preset
+
+    spec = ConvQNetworkSpec(obs_shape, 3, norm="batchnorm", **conv_preset(preset))
+    agent = DQNAgent(spec, DQNConfig(batch_size=8), seed=0)
+    assert (agent.numpy_actor is not None) is mirrored
+    obs = np.random.default_rng(0).integers(0, 2, size=(2, *obs_shape)).astype(np.uint8)
+    expected = qnorm.greedy_action(agent.online, obs)
+    assert agent.act(obs[0], epsilon=0.0) == expected[0]  # one state: the mirror, if any
+    np.testing.assert_array_equal(agent.act(obs, epsilon=0.0), expected)  # a batch: torch
