@@ -1,16 +1,15 @@
 """Conv Q-networks: the spec, the presets, every norm kind on feature maps, the mode rules."""
 
-import contextlib
 import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+from net_state import assert_same_state, modes, registered, snapshot
 from torch import nn
 
 import qnorm
-from qnorm import norms
 
 OBS_SHAPE, NUM_ACTIONS, GROUPS = (3, 12, 12), 4, 2
 # 12x12 -> conv 3 -> 10x10 -> pool 2 -> 5x5 -> conv 2 -> 4x4: a pool, and two convs.
@@ -59,21 +58,6 @@ def warm_up(net, steps=3, batch=8):
     with qnorm.learning_mode(net), torch.no_grad():
         for step in range(steps):
             net(images(batch, net.spec.obs_shape, seed=10 + step))
-
-
-def snapshot(net):
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}
-
-
-def assert_same_state(before, net):
-    after = net.state_dict()
-    assert list(before) == list(after)
-    for name, tensor in before.items():
-        assert torch.equal(tensor, after[name]), f"{name} changed"
-
-
-def modes(net):
-    return [m.training for m in net.modules()]
 
 
 def eval_forward(net, x):
@@ -321,17 +305,6 @@ def test_conv_or_linear_before_a_batch_statistics_norm_has_no_bias(
     assert (net.layers.conv2.bias is None) is (no_bias and norm_target != "head")
     assert (net.layers.linear1.bias is None) is (no_bias and norm_target != "torso")
     assert net.layers.q_head.bias is not None
-
-
-@contextlib.contextmanager
-def registered(name, factory, **kwargs):
-    """A norm kind registered for the body only, so tests never leak registry entries."""
-    assert name not in qnorm.norm_names()
-    qnorm.register_norm(name, factory, **kwargs)
-    try:
-        yield
-    finally:
-        del norms._REGISTRY[name]
 
 
 def plain_layernorm(num_features):

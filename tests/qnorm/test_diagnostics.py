@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from net_state import snapshot
 
 import qnorm
 from qnorm.diagnostics import running_vs_batch_gap
@@ -32,10 +33,6 @@ def conv_net(norm, obs_shape=OBS_SHAPE, **kw):
         **kw,
     )
     return qnorm.build_q_network(spec)
-
-
-def snapshot(net):
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}
 
 
 def expected_gap(x, norm, channel_dim):

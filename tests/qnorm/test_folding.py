@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from net_state import snapshot
 from torch import nn
 
 import qnorm
@@ -50,10 +51,6 @@ def make_nontrivial(net):
                 assert not torch.allclose(
                     module.running_mean, torch.zeros_like(module.running_mean)
                 )
-
-
-def snapshot(net):
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}
 
 
 def count(net, kind):

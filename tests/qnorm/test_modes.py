@@ -5,6 +5,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from net_state import assert_same_state, modes, snapshot
 from torch import nn
 
 import qnorm
@@ -43,21 +44,6 @@ def warm_up(net, steps=4, batch=32):
     with qnorm.learning_mode(net), torch.no_grad():
         for _ in range(steps):
             net(torch.randn(batch, OBS_DIM) * 2.0 + 1.0)
-
-
-def snapshot(net):
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}
-
-
-def assert_same_state(before, net):
-    after = net.state_dict()
-    assert list(before) == list(after)
-    for name, tensor in before.items():
-        assert torch.equal(tensor, after[name]), f"{name} changed"
-
-
-def modes(net):
-    return [m.training for m in net.modules()]
 
 
 def make_obs(kind, shape):

@@ -1,13 +1,11 @@
 """Norm kinds: the registry, and normalization of the last dim over all leading dims."""
 
-import contextlib
-
 import pytest
 import torch
+from net_state import registered
 from torch import nn
 
 import qnorm
-from qnorm import norms
 
 OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
 GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
@@ -18,17 +16,6 @@ NORMS = qnorm.norm_names()
 def _deterministic():
     torch.manual_seed(0)
     torch.set_num_threads(1)
-
-
-@contextlib.contextmanager
-def registered(name, factory, **kwargs):
-    """A norm kind registered for the body only, so tests never leak registry entries."""
-    assert name not in qnorm.norm_names()
-    qnorm.register_norm(name, factory, **kwargs)
-    try:
-        yield
-    finally:
-        del norms._REGISTRY[name]
 
 
 def build(norm, placement="before", input_norm=False, dueling=False):

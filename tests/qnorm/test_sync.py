@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from net_state import snapshot
 
 import qnorm
 
@@ -43,10 +44,6 @@ def trained_online(norm, placement):
             loss.backward()
             optimizer.step()
     return net
-
-
-def snapshot(net):
-    return {name: t.detach().clone() for name, t in net.state_dict().items()}
 
 
 def buffer_names(net):
