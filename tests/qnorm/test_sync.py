@@ -33,17 +33,21 @@ def build(norm="batchnorm", placement="before", input_norm=True, hidden=HIDDEN, 
     return qnorm.build_q_network(spec)
 
 
-def trained_online(norm, placement):
-    """An online network whose parameters and running statistics moved away from init."""
-    net = build(norm, placement, seed=0)
+def trained(net, input_shape):
+    """``net`` after a few SGD steps: parameters and running statistics moved away from init."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     with qnorm.learning_mode(net):
         for _ in range(3):
-            loss = net(torch.randn(32, OBS_DIM) * 2.0 + 1.0).pow(2).mean()
+            loss = net(torch.randn(*input_shape) * 2.0 + 1.0).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     return net
+
+
+def trained_online(norm, placement):
+    """An online MLP whose parameters and running statistics moved away from init."""
+    return trained(build(norm, placement, seed=0), (32, OBS_DIM))
 
 
 def buffer_names(net):
@@ -197,15 +201,8 @@ def build_conv(norm, placement="before", channels=(4, 8), seed=0):
 
 
 def trained_conv(norm, placement):
-    net = build_conv(norm, placement, seed=0)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    with qnorm.learning_mode(net):
-        for _ in range(3):
-            loss = net(torch.randn(8, 3, 10, 10) * 2.0 + 1.0).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return net
+    """A conv network whose parameters and 2-D running statistics moved away from init."""
+    return trained(build_conv(norm, placement, seed=0), (8, 3, 10, 10))
 
 
 @pytest.mark.parametrize("update", ["hard", "soft"])
