@@ -160,8 +160,9 @@ def _steps_text(row: dict) -> str:
 def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
     """The Markdown table of one env, variants in the given order."""
     threshold = reward_threshold(env_id)
+    solved = "no registered threshold" if threshold is None else f"threshold {threshold}"
     lines = [
-        f"### {env_id} (threshold {threshold})",
+        f"### {env_id} ({solved})",
         "",
         "| variant | seeds | final greedy return: mean [95% CI] | final - none: mean [95% CI] "
         "| IQM | AUC: mean [95% CI] | steps to threshold: median |",

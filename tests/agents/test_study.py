@@ -149,3 +149,16 @@ def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):
     rows = (spec.results_root / "runs.csv").read_text()
     assert "Acrobot-v1,layernorm,0,1000,-90.0000" in rows
     assert "| layernorm | 1 |" in (spec.results_root / "tables.md").read_text()
+
+
+def test_an_env_without_a_solved_threshold_is_tabulated_without_one(tmp_path):
+    pytest.importorskip("minatar", reason="needs the minatar extra: pip install -e '.[minatar]'")
+    env_id = "MinAtar/Breakout-v1"  # registered with no reward threshold
+    root, out = tmp_path / "runs", tmp_path / "results"
+    fake_cell(root, Cell(env_id, "none", 0), [(0, 0.5), (25_000, 6.0)])
+    table = aggregate(root, out, cells([env_id], ["none"], [0]), ["none"])
+    assert table[env_id, "none"]["threshold"] is None
+    text = (out / "tables.md").read_text()
+    assert f"### {env_id} (no registered threshold)" in text
+    assert "| none | 1 | 6.0 [6.0, 6.0] |" in text and "| n/a |" in text
+    assert (out / "MinAtar_Breakout-v1.png").is_file()
