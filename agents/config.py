@@ -89,7 +89,9 @@ class DQNConfig:
     )
     exploration_initial_eps: float = field(default=1.0, metadata=_opt("initial epsilon"))
     exploration_final_eps: float = field(default=0.05, metadata=_opt("final epsilon"))
-    max_grad_norm: float = field(default=10.0, metadata=_opt("gradient-norm clipping"))
+    max_grad_norm: float = field(
+        default=10.0, metadata=_opt("gradient-norm clipping (0: no clipping)")
+    )
     double_dqn: bool = field(default=True, metadata=_opt("Double DQN targets"))
     loss: str = field(default="huber", metadata=_opt("TD loss", choices=("huber", "mse")))
     optimizer: str = field(
@@ -250,8 +252,12 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(f"tau must be in (0, 1], got {dqn.tau}")
     if not 0.0 < dqn.exploration_fraction <= 1.0:
         raise QnormError(f"exploration_fraction must be in (0, 1], got {dqn.exploration_fraction}")
-    if dqn.learning_rate <= 0 or dqn.max_grad_norm <= 0:
-        raise QnormError("learning_rate and max_grad_norm must be positive")
+    if dqn.learning_rate <= 0:
+        raise QnormError(f"learning_rate must be positive, got {dqn.learning_rate}")
+    if not dqn.max_grad_norm >= 0:
+        raise QnormError(
+            f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"
+        )
     if run.stop_when_solved and not run.eval_freq:
         raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
     if not config.network.hidden_sizes or min(config.network.hidden_sizes) < 1:

@@ -193,7 +193,8 @@ class DQNAgent:
         loss = self.loss_fn(q, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_grad_norm(self.parameters, self.config.max_grad_norm)
+        if self.config.max_grad_norm:  # 0: no clipping (the MinAtar reference DQN clips none)
+            clip_grad_norm(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
         diagnostics = None
         if q_eval is not None:

@@ -10,7 +10,8 @@ set is applied to every norm kind alike (all were tuned for an unnormalized netw
   in its reference examples/dqn.py: batch 32, replay 100k, target update every 1000 steps, one
   gradient step every step from 5000 steps on, epsilon 1.0 -> 0.1 over the first 100k frames,
   centered RMSprop (lr 2.5e-4, alpha 0.95, eps 0.01, momentum 0.95), gamma 0.99, Huber loss,
-  no Double DQN, 5M frames; its conv torso (one 3x3 conv of 16 channels, 128 hidden units).
+  no Double DQN, no gradient clipping, 5M frames; its conv torso (one 3x3 conv of 16
+  channels, 128 hidden units).
 - Atari (every ``ALE/`` id, by prefix): rl-baselines3-zoo's ``atari`` DQN entry (10M steps,
   replay 100k, Adam lr 1e-4, batch 32, learning starts 100k, target update every 1000 steps,
   train every 4 steps, exploration 10% down to 0.01) with the Nature DQN conv torso (Mnih et
@@ -37,6 +38,7 @@ MINATAR_DQN: dict[str, object] = {
     "dqn.exploration_final_eps": 0.1,
     "dqn.double_dqn": False,
     "dqn.loss": "huber",
+    "dqn.max_grad_norm": 0.0,  # the reference clips no gradients
 }
 
 ATARI_DQN: dict[str, object] = {

@@ -1,6 +1,7 @@
 """Run a multi-seed normalization study and write its tables and plots.
 
 python scripts/study.py --quick                       # a small study, a few minutes
+python scripts/study.py --protocol minatar            # MinAtar Breakout and SpaceInvaders, 500k
 python scripts/study.py                               # every env, variant and 5 seeds
 python scripts/study.py --ray-address auto            # the same grid on a Ray cluster
 """
@@ -13,15 +14,16 @@ import sys
 
 from agents.cli import run_main
 from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
-from agents.study.study import QUICK, StudySpec, run_study
+from agents.study.study import PROTOCOLS, StudySpec, run_study
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--name", default=None, help="study name (default: main, or quick)")
-    p.add_argument("--envs", nargs="+", default=list(ENVS))
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--name", default=None, help="study name (default: main, or the protocol's)")
+    # Unset, these come from --protocol, else the full vector grid.
+    p.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(ENVS)}")
+    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 5)")
     p.add_argument(
         "--set",
         nargs="+",
@@ -34,7 +36,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results", help="where tables and plots go")
     p.add_argument("--out", default="", help="results folder (default: RESULTS_DIR/NAME)")
     p.add_argument("--ray-address", default="", help="run on Ray: 'auto', 'local' or an address")
-    p.add_argument("--quick", action="store_true", help="small grid: CartPole, 2 seeds, 8k steps")
+    p.add_argument(
+        "--protocol",
+        default="",
+        choices=list(PROTOCOLS),
+        help="a named grid instead of --envs/--variants/--seeds: " + ", ".join(PROTOCOLS),
+    )
+    p.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="protocol",
+        help="small grid: CartPole, 2 seeds, 8k steps (--protocol quick)",
+    )
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
     return p
 
@@ -52,12 +66,14 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    grid = {"envs": list(ENVS), "variants": list(DEFAULT_VARIANTS), "seeds": 5}
+    grid.update(PROTOCOLS.get(args.protocol, {}))
     spec = StudySpec(
-        name=args.name or ("quick" if args.quick else "main"),
-        envs=QUICK["envs"] if args.quick else args.envs,
-        variants=QUICK["variants"] if args.quick else args.variants,
-        seeds=QUICK["seeds"] if args.quick else args.seeds,
-        overrides={**(QUICK["overrides"] if args.quick else {}), **parse_overrides(args.set)},
+        name=args.name or args.protocol or "main",
+        envs=args.envs or grid["envs"],
+        variants=args.variants or grid["variants"],
+        seeds=args.seeds or grid["seeds"],
+        overrides={**grid.get("overrides", {}), **parse_overrides(args.set)},
         runs_dir=args.runs_dir,
         results_dir=args.results_dir,
         ray_address=args.ray_address,

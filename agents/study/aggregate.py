@@ -11,7 +11,7 @@ import numpy as np
 
 from agents.run_dir import path_safe
 from agents.study import stats
-from agents.study.grid import COLOURS, VARIANTS, Cell, reward_threshold
+from agents.study.grid import COLOURS, REFERENCE_POINTS, VARIANTS, Cell, reward_threshold
 from agents.study.runner import is_done, read_curve
 
 
@@ -180,8 +180,15 @@ def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
             f"| {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
             f"| {_steps_text(row)} |"
         )
-    ending = verdict(env_id, table, variants)
-    return "\n".join(lines) + "\n" + (f"\n{ending}" if ending else "")
+    endings = [verdict(env_id, table, variants), _reference_text(env_id)]
+    return "\n".join(lines) + "\n" + "".join(f"\n{text}" for text in endings if text)
+
+
+def _reference_text(env_id: str) -> str:
+    if env_id not in REFERENCE_POINTS:
+        return ""
+    step, mean, spread, source = REFERENCE_POINTS[env_id]
+    return f"Reference: {source} scores about {mean:g} +- {spread:g} after {step:,} steps."
 
 
 def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None:
@@ -211,6 +218,9 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None
     threshold = reward_threshold(env_id)
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle=":", linewidth=1, label="threshold")
+    if env_id in REFERENCE_POINTS:
+        step, mean, spread, source = REFERENCE_POINTS[env_id]
+        ax.errorbar(step, mean, yerr=spread, fmt="D", color="black", capsize=4, label=source)
     ax.set(title=env_id, xlabel="environment steps", ylabel="greedy evaluation return")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
     fig.tight_layout()

@@ -44,6 +44,12 @@ COLOURS: dict[str, str] = {
     "batchrenorm_joint": "#ff7f0e",
 }
 
+# Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
+REFERENCE_POINTS: dict[str, tuple[int, float, float, str]] = {
+    # A reproduction of MinAtar's reference DQN (examples/dqn.py, the preset's settings).
+    "MinAtar/Breakout-v1": (500_000, 6.0, 2.0, "MinAtar reference DQN"),
+}
+
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 # The vector study's variants (batchnorm_torso needs a conv torso: it is for image envs).
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso")

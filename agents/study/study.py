@@ -16,6 +16,22 @@ QUICK = {
     "overrides": {"run.total_timesteps": 8_000, "run.eval_freq": 2_000, "run.eval_episodes": 5},
 }
 
+# The pixel study: two MinAtar games for 500k frames, the MinAtar paper's DQN for every
+# variant. Epsilon still falls over the first 100k frames (the preset spreads it over 5M).
+MINATAR = {
+    "envs": ["MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1"],
+    "variants": ["none", "batchnorm_torso", "layernorm"],
+    "seeds": 3,
+    "overrides": {
+        "run.total_timesteps": 500_000,
+        "run.eval_freq": 25_000,
+        "dqn.exploration_fraction": 0.2,
+    },
+}
+
+# Named grids that scripts/study.py runs with --protocol NAME (each under its own name).
+PROTOCOLS = {"quick": QUICK, "minatar": MINATAR}
+
 
 @dataclass
 class StudySpec:

@@ -179,6 +179,20 @@ def test_update_reduces_td_loss_on_a_fixed_batch(norm):
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3]), (losses[:3], losses[-10:])
 
 
+def _grad_norm_after_update(max_grad_norm: float) -> float:
+    agent = make_agent("none", max_grad_norm=max_grad_norm)
+    agent.update(make_batch())
+    grads = [p.grad for p in agent.online.parameters()]
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+
+
+def test_max_grad_norm_clips_and_zero_turns_clipping_off():
+    raw = _grad_norm_after_update(0.0)
+    assert raw > 0.01  # the unclipped gradient is larger than the clip below
+    assert _grad_norm_after_update(0.01) == pytest.approx(0.01, rel=1e-3)
+    assert _grad_norm_after_update(1e6) == pytest.approx(raw, rel=1e-6)
+
+
 def test_update_stats_match_the_loss_of_the_batch():
     agent = make_agent("none", loss="mse")
     batch = make_batch()

@@ -162,3 +162,12 @@ def test_an_env_without_a_solved_threshold_is_tabulated_without_one(tmp_path):
     assert f"### {env_id} (no registered threshold)" in text
     assert "| none | 1 | 6.0 [6.0, 6.0] |" in text and "| n/a |" in text
     assert (out / "MinAtar_Breakout-v1.png").is_file()
+    # MinAtar Breakout has a published level to compare with; CartPole has none.
+    assert "Reference: MinAtar reference DQN scores about 6 +- 2 after 500,000 steps." in text
+
+
+def test_envs_without_a_reference_point_get_no_reference_line(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "results"
+    fake_cell(root, Cell("CartPole-v1", "none", 0), [(0, 10.0), (1000, 20.0)])
+    aggregate(root, out, cells(["CartPole-v1"], ["none"], [0]), ["none"])
+    assert "Reference:" not in (out / "tables.md").read_text()

@@ -8,7 +8,7 @@ import pytest
 from script_helpers import STUDY, assert_clean_success, run_script
 
 from agents.study.grid import DEFAULT_VARIANTS, ENVS
-from agents.study.study import QUICK
+from agents.study.study import MINATAR, QUICK
 
 
 @pytest.fixture
@@ -23,17 +23,38 @@ def study_script(monkeypatch):
     return module
 
 
-def test_quick_runs_the_quick_grid_under_its_own_name(study_script):
-    assert study_script.main(["--quick"]) == 0
+@pytest.mark.parametrize(
+    ("flags", "name", "grid"),
+    [
+        (["--quick"], "quick", QUICK),
+        (["--protocol", "quick"], "quick", QUICK),
+        (["--protocol", "minatar"], "minatar", MINATAR),
+    ],
+)
+def test_a_protocol_runs_its_grid_under_its_own_name(study_script, flags, name, grid):
+    assert study_script.main(flags) == 0
     ((spec, train),) = study_script.calls
-    assert train and spec.name == "quick"
+    assert train and spec.name == name
     assert (spec.envs, spec.variants, spec.seeds) == (
-        QUICK["envs"],
-        QUICK["variants"],
-        QUICK["seeds"],
+        grid["envs"],
+        grid["variants"],
+        grid["seeds"],
     )
-    assert spec.overrides == QUICK["overrides"]
-    assert spec.results_root == Path("results") / "quick"
+    assert spec.overrides == grid["overrides"]
+    assert spec.results_root == Path("results") / name
+
+
+def test_explicit_grid_flags_win_over_the_protocol(study_script):
+    study_script.main(["--protocol", "minatar", "--seeds", "1", "--variants", "none"])
+    ((spec, _),) = study_script.calls
+    assert (spec.envs, spec.variants, spec.seeds) == (MINATAR["envs"], ["none"], 1)
+    assert spec.name == "minatar" and spec.overrides == MINATAR["overrides"]
+
+
+def test_the_minatar_protocol_keeps_the_papers_exploration_at_500k_frames():
+    overrides = MINATAR["overrides"]
+    decay_frames = overrides["dqn.exploration_fraction"] * overrides["run.total_timesteps"]
+    assert decay_frames == 100_000  # the MinAtar reference anneals epsilon over 100k frames
 
 
 def test_set_overrides_win_over_quick_and_are_parsed_as_literals(study_script):
