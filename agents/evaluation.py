@@ -11,6 +11,7 @@ from torch import nn
 
 from agents.checkpoint import Policy, load_policy
 from agents.envs import make_env
+from agents.extras import install_command
 from qnorm import QnormError, fold_batchnorm, greedy_action
 
 
@@ -67,7 +68,7 @@ def make_eval_env(env_id: str, video_dir: str | Path | None = None) -> gym.Env:
     try:
         import moviepy  # noqa: F401  (gymnasium's recorder needs it)
     except ImportError:
-        raise QnormError("recording video needs moviepy: pip install 'qnorm[video]'") from None
+        raise QnormError(f"recording video needs moviepy: {install_command('video')}") from None
     env = make_env(env_id, render_mode="rgb_array")
     return gym.wrappers.RecordVideo(
         env,

@@ -24,6 +24,7 @@ import torch
 from agents.cli import config_from_flags
 from agents.config import TrainConfig
 from agents.envs import check_env_id
+from agents.extras import install_command
 from agents.presets import preset_for
 from agents.schedules import linear_epsilon
 from agents.training import Trainer, train
@@ -147,7 +148,7 @@ def load_reference(path: str | Path) -> ModuleType:
     except ImportError as exc:
         raise QnormError(
             f"the MinAtar reference {str(path)!r} cannot be imported ({exc}); "
-            "pip install 'qnorm[minatar]'"
+            f"{install_command('minatar')}"
         ) from None
     missing = [name for name in REFERENCE_NAMES if not hasattr(module, name)]
     if missing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from agents.extras import install_command
 from qnorm import QnormError
 
 
@@ -33,18 +34,23 @@ def check_spaces(env_id: str, observation_space, action_space) -> None:
         raise QnormError(f"{env_id} has {exc}") from None
 
 
+# Packages gymnasium envs ask for that one of qnorm's extras installs: (name in
+# gymnasium's message, package, extra).
+PACKAGE_EXTRAS = (("box2d", "Box2D", "box2d"),)
+
+
 def missing_dependency(env_id: str, exc: gym.error.DependencyNotInstalled) -> QnormError:
     """The error for an env whose optional package (Box2D, MuJoCo, pygame, ...) is missing."""
-    return QnormError(
-        f"{env_id} needs a package that is not installed: {' '.join(str(exc).split())}"
-    )
+    message = " ".join(str(exc).split())
+    for name, package, extra in PACKAGE_EXTRAS:
+        if name in message.lower():
+            return missing_extra(env_id, package, extra)
+    return QnormError(f"{env_id} needs a package that is not installed: {message}")
 
 
 def missing_extra(env_id: str, package: str, extra: str) -> QnormError:
     """The error for an env family whose optional package (one of qnorm's extras) is missing."""
-    return QnormError(
-        f"{env_id} needs {package}, which is not installed: pip install 'qnorm[{extra}]'"
-    )
+    return QnormError(f"{env_id} needs {package}, which is not installed: {install_command(extra)}")
 
 
 def obs_dtype_name(space: gym.spaces.Box) -> str:

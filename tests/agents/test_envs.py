@@ -1,6 +1,7 @@
 """Env families behind one make_env: dispatch, real MinAtar/Atari envs, extras, learning signal."""
 
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -16,10 +17,14 @@ from agents.envs import (
     env_family,
     make_env,
     make_vector_env,
+    missing_dependency,
     network_kind,
 )
+from agents.envs.checks import PACKAGE_EXTRAS
 from agents.presets import PRESETS, preset_for
 from qnorm import QnormError
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 MINATAR_IDS = [
     f"MinAtar/{game}-v1" for game in ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -164,7 +169,7 @@ def test_missing_minatar_is_one_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "minatar", None)
     monkeypatch.setitem(sys.modules, "minatar.gym", None)
     for make in (check_env_id, make_env, lambda env_id: make_vector_env(env_id, 2)):
-        with pytest.raises(QnormError, match=r"pip install 'qnorm\[minatar\]'$"):
+        with pytest.raises(QnormError, match=r"pip install -e '\.\[minatar\]'$"):
             make("MinAtar/Breakout-v1")
 
 
@@ -172,8 +177,29 @@ def test_missing_minatar_is_one_error_naming_the_extra(monkeypatch):
 def test_missing_ale_or_opencv_is_one_error_naming_the_extra(monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)
     for make in (check_env_id, make_env, lambda env_id: make_vector_env(env_id, 2)):
-        with pytest.raises(QnormError, match=r"pip install 'qnorm\[atari\]'$"):
+        with pytest.raises(QnormError, match=r"pip install -e '\.\[atari\]'$"):
             make("ALE/Pong-v5")
+
+
+def test_missing_box2d_names_the_extra_the_readme_installs():
+    # gymnasium's own message suggests its extra; qnorm's README installs qnorm's.
+    exc = gym.error.DependencyNotInstalled(
+        "Box2D is not installed, you can install it by run `pip install swig` followed by "
+        '`pip install "gymnasium[box2d]"`'
+    )
+    error = missing_dependency("LunarLander-v3", exc)
+    assert str(error) == (
+        "LunarLander-v3 needs Box2D, which is not installed: pip install -e '.[box2d]'"
+    )
+    other = missing_dependency("Foo-v0", gym.error.DependencyNotInstalled("mujoco is missing"))
+    assert str(other) == "Foo-v0 needs a package that is not installed: mujoco is missing"
+
+
+def test_every_extra_an_error_names_is_declared_in_pyproject():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    named = {extra for _, _, extra in PACKAGE_EXTRAS} | {"minatar", "atari", "video"}
+    assert named <= set(extras)
 
 
 def test_rewards_are_sign_clipped_for_atari_only():

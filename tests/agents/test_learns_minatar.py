@@ -10,7 +10,7 @@ from agents import load_policy, run_episodes, train
 from agents.cli import config_from_flags
 from agents.envs import make_env
 
-pytest.importorskip("minatar", reason="needs the minatar extra: pip install 'qnorm[minatar]'")
+pytest.importorskip("minatar", reason="needs the minatar extra: pip install -e '.[minatar]'")
 
 ENV_ID = "MinAtar/Breakout-v1"
 EPISODES = 20

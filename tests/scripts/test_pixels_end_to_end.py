@@ -27,7 +27,7 @@ ATARI_SHORT = shlex.split(
 
 
 def needs(module: str, extra: str) -> None:
-    pytest.importorskip(module, reason=f"needs the {extra} extra: pip install 'qnorm[{extra}]'")
+    pytest.importorskip(module, reason=f"needs the {extra} extra: pip install -e '.[{extra}]'")
 
 
 def scalars(run_dir, tag: str) -> list[float]:
