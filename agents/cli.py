@@ -12,6 +12,13 @@ from agents.presets import preset_for
 from qnorm import QnormError
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage mistakes are one ``error: ...`` line and exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _choices(meta: dict):
     choices = meta.get("choices")
     if callable(choices):
@@ -19,41 +26,77 @@ def _choices(meta: dict):
     return list(choices) if choices is not None else None
 
 
-def add_section_flags(parser: argparse.ArgumentParser, section: str, cls) -> None:
-    """One ``--dashed-name`` flag per field of dataclass ``cls``, stored as ``section.field``."""
+def _any_case(choices: list[str]):
+    """A flag type that maps a name to its choice whatever its case (``BatchNorm``)."""
+    by_lower = {choice.lower(): choice for choice in choices}
+
+    def canonical(text: str) -> str:
+        return by_lower.get(text.lower(), text)  # an unknown name fails argparse's choices
+
+    return canonical
+
+
+def add_section_flags(
+    parser: argparse.ArgumentParser, section: str, cls, preset: dict, env_id: str
+) -> None:
+    """One ``--dashed-name`` flag per field of dataclass ``cls``, stored as ``section.field``.
+
+    The help shows the default that applies for ``env_id``: its preset's value, if any.
+    """
     group = parser.add_argument_group(f"{section} ({cls.__doc__.strip()})")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        kwargs: dict = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS}
-        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {_default_text(f)})"
+        key = f"{section}.{f.name}"
+        kwargs: dict = {"dest": key, "default": argparse.SUPPRESS, "metavar": f.name.upper()}
+        default = _value_text(preset[key]) if key in preset else _value_text(_default(f))
+        origin = f" from the {env_id} preset" if key in preset else ""
+        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {default}{origin})"
+        choices = _choices(f.metadata)
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+            del kwargs["metavar"]
         elif typing.get_origin(hint) is tuple:
             kwargs.update(nargs="+", type=typing.get_args(hint)[0], metavar="N")
+        elif choices is not None:
+            kwargs.update(type=_any_case(choices), choices=choices)
+            del kwargs["metavar"]  # argparse shows the choices instead
         else:
             kwargs["type"] = hint
-            kwargs["choices"] = _choices(f.metadata)
         group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
-def _default_text(f: dataclasses.Field) -> str:
-    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-    if isinstance(default, tuple):
-        return " ".join(map(str, default))
-    return repr(default) if isinstance(default, str) else str(default)
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def train_parser() -> argparse.ArgumentParser:
+def _value_text(value) -> str:
+    if isinstance(value, tuple | list):
+        return " ".join(map(str, value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def train_parser(env_id: str | None = None) -> ArgumentParser:
     """The parser for scripts/train.py: every TrainConfig field as a flag."""
-    parser = argparse.ArgumentParser(
+    env_id = env_id or TrainConfig().run.env_id
+    preset = preset_for(env_id)
+    parser = ArgumentParser(
         description="Train a DQN agent with a normalized Q-network.",
-        epilog="Flags left unset take the env's preset (agents/presets.py), then the "
-        "defaults shown. The resolved config is written to the run's config.json.",
+        epilog=f"The defaults shown are those for --env-id {env_id}"
+        + (" (its preset in agents/presets.py, then the dataclass defaults)" if preset else "")
+        + "; add --env-id ENV to --help to see another env's. Flags win over the preset. "
+        "The resolved config is written to the run's config.json.",
     )
     for section, cls in SECTIONS.items():
-        add_section_flags(parser, section, cls)
+        add_section_flags(parser, section, cls, preset, env_id)
     return parser
+
+
+def _env_id_in(argv: list[str] | None) -> str | None:
+    """The ``--env-id`` in ``argv``, read before the full parser is built."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--env-id", default=None)
+    return early.parse_known_args(argv)[0].env_id
 
 
 def config_from_flags(flags: dict[str, object]) -> TrainConfig:
@@ -73,7 +116,7 @@ def config_from_flags(flags: dict[str, object]) -> TrainConfig:
 
 def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
     """Parse ``argv`` into a TrainConfig (argparse exits with status 2 on malformed flags)."""
-    return config_from_flags(vars(train_parser().parse_args(argv)))
+    return config_from_flags(vars(train_parser(_env_id_in(argv)).parse_args(argv)))
 
 
 def run_main(main, argv: list[str] | None = None) -> int:

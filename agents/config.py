@@ -69,7 +69,7 @@ class NetworkConfig:
 class DQNConfig:
     """DQN hyperparameters, named and counted as in Stable-Baselines3's DQN."""
 
-    learning_rate: float = field(default=1e-4, metadata=_opt("Adam learning rate"))
+    learning_rate: float = field(default=1e-4, metadata=_opt("learning rate of the optimizer"))
     buffer_size: int = field(default=1_000_000, metadata=_opt("replay capacity (transitions)"))
     learning_starts: int = field(
         default=100, metadata=_opt("env steps of uniform random actions before learning")

@@ -19,11 +19,11 @@ import torch
 from agents.bench import pixel_suite, suite
 from agents.bench.configs import CONFIGS
 from agents.bench.pixel_latency import Budget
-from agents.cli import run_main
+from agents.cli import ArgumentParser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="benchmark configs")
     p.add_argument("--norms", nargs="+", default=["none", "batchnorm", "layernorm"])
     p.add_argument("--repeats", type=int, default=3, help="alternating pairs per cell")

@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from agents.cli import run_main
+from agents.cli import ArgumentParser, run_main
 from agents.evaluation import evaluate_checkpoint
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Play greedy episodes with a saved qnorm policy.")
+    p = ArgumentParser(description="Play greedy episodes with a saved qnorm policy.")
     p.add_argument("path", help="a run directory (its final checkpoint) or a checkpoint directory")
     p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first reset (default: 0)")

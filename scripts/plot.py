@@ -5,15 +5,14 @@ python scripts/plot.py runs/CartPole-v1__* --tag eval/mean_return --out curves.p
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from agents.cli import run_main
+from agents.cli import ArgumentParser, run_main
 from agents.plotting import plot_runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", help="run directories holding TensorBoard event files")
     p.add_argument("--tag", default="eval/mean_return", help="scalar tag to plot")
     p.add_argument("--out", default="curves.png", help="PNG file to write")

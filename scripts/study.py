@@ -12,13 +12,13 @@ import argparse
 import ast
 import sys
 
-from agents.cli import run_main
+from agents.cli import ArgumentParser, run_main
 from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
 from agents.study.study import PROTOCOLS, StudySpec, run_study
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default=None, help="study name (default: main, or the protocol's)")
     # Unset, these come from --protocol, else the full vector grid.
     p.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(ENVS)}")

@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         step, mean = result.evaluations[-1]
         print(f"last greedy evaluation: mean return {mean:.1f} at step {step}")
     print(f"evaluate:    {python} {evaluate} {run_dir}")
-    logdir = shlex.quote(str(result.run_dir.parent))
+    # The default layout puts every run below runs/; a run dir the user named may sit
+    # anywhere (a checkout's root, with its .venv), so its own folder is the logdir.
+    logdir = shlex.quote(str(result.run_dir if config.run.run_dir else result.run_dir.parent))
     print(f"tensorboard: {_tensorboard_command()} --logdir {logdir}")
     return 0
 

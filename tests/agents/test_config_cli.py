@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import typing
 
 import pytest
@@ -80,6 +81,46 @@ def test_no_flag_without_a_field():
     # every flag but --help writes some section.field
     dests = {a.dest for a in train_parser()._actions if a.dest != "help"}
     assert dests == expected
+
+
+@pytest.mark.parametrize("name", ["BatchNorm", "BATCHNORM", "batchnorm"])
+def test_choice_flags_take_any_case(name):
+    assert parse_train_config(["--norm", name]).network.norm == "batchnorm"
+    assert parse_train_config(["--optimizer", "RMSprop"]).dqn.optimizer == "rmsprop"
+
+
+def test_a_flag_mistake_is_one_error_line_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_train_config(["--norm", "BogusNorm"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: argument --norm: invalid choice")
+    assert "'batchnorm'" in err and "usage:" not in err
+
+
+def _help_line(argv: list[str], flag: str) -> str:
+    """The help text of ``flag`` in train.py's --help, joined onto one line."""
+    text = " ".join(train_parser(argv and argv[1]).format_help().split())
+    start = text.index(f"{flag} ", text.index("options:"))
+    return text[start : text.index(" --", start + len(flag))]
+
+
+def test_help_shows_the_defaults_of_the_chosen_envs_preset():
+    # CartPole-v1 is the default env: its preset applies, not the dataclass defaults.
+    assert "(default: 0.0023 from the CartPole-v1 preset)" in _help_line([], "--learning-rate")
+    assert "(default: 50000 from the CartPole-v1 preset)" in _help_line([], "--total-timesteps")
+    minatar = ["--env-id", "MinAtar/Breakout-v1"]
+    line = _help_line(minatar, "--learning-rate")
+    assert "(default: 0.00025 from the MinAtar/Breakout-v1 preset)" in line
+    assert "(default: 'rmsprop' from the" in _help_line(minatar, "--optimizer")
+    # An env without a preset shows the dataclass defaults, with no preset named.
+    assert _help_line(["--env-id", "Pendulum-v1"], "--learning-rate").endswith("(default: 0.0001)")
+
+
+def test_help_metavars_are_field_names_not_config_keys():
+    text = train_parser().format_help()
+    assert "--env-id ENV_ID" in text and "--learning-rate LEARNING_RATE" in text
+    assert not re.search(r"\b(RUN|NETWORK|DQN)\.[A-Z_]+", text)
 
 
 def test_bool_flags_have_a_negative_form():

@@ -114,7 +114,7 @@ def test_tiny_run_per_norm(norm_runs, norm, placement):
     assert (script, rest) == ("scripts/evaluate.py", [str(run_dir)])
     tensorboard_cmd = printed(ran.stdout, "tensorboard")
     tensorboard, *logdir = shlex.split(tensorboard_cmd)
-    assert logdir == ["--logdir", str(run_dir.parent)]
+    assert logdir == ["--logdir", str(run_dir)]  # the named run dir, not what lies around it
     beside = Path(sys.executable).parent / "tensorboard"  # the one a venv install puts there
     expected = beside if beside.is_file() else Path(REPO, "tensorboard")
     assert Path(REPO, tensorboard).absolute() == expected
@@ -151,6 +151,8 @@ def test_default_run_dir_is_under_runs(tmp_path):
     assert ckpt_config["norm"] == "layernorm"
     final = Path(printed(ran.stdout, "final checkpoint"))
     assert (tmp_path / final).resolve() == (runs[0] / "checkpoints" / "final").resolve()
+    # The default layout: the logdir is runs/, which holds this run and the ones beside it.
+    assert shlex.split(printed(ran.stdout, "tensorboard"))[1:] == ["--logdir", "runs"]
 
 
 def test_two_envs(tmp_path):
