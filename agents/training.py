@@ -15,7 +15,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from agents.checkpoint import checkpoint_metadata, save_checkpoint
 from agents.config import TrainConfig, validate
@@ -25,6 +24,7 @@ from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
 from agents.frame_replay import FrameReplayBuffer
 from agents.network_specs import network_spec
+from agents.progress import Progress
 from agents.replay import ReplayBuffer
 from agents.run_dir import create_run_dir
 from agents.schedules import linear_epsilon
@@ -151,12 +151,7 @@ class Trainer:
         obs, _ = self.envs.reset(seed=self.run_cfg.seed)
         just_reset = np.zeros(n_envs, dtype=bool)
         start = time.perf_counter()
-        bar = tqdm(
-            total=iterations * n_envs,
-            unit="step",
-            dynamic_ncols=True,
-            disable=None if self.run_cfg.progress else True,
-        )
+        progress = Progress(iterations * n_envs, self.run_cfg.progress)
         try:
             for iteration in range(1, iterations + 1):
                 epsilon = self.epsilon()
@@ -170,12 +165,12 @@ class Trainer:
                     and len(self.buffer) >= self.dqn.batch_size
                 ):
                     self.learn()
-                self.periodic(iteration, n_envs, start, epsilon, bar)
+                self.periodic(iteration, n_envs, start, epsilon, progress)
                 if self.stopped:
                     break
-            bar.update(self.global_step - bar.n)  # periodic() advances it per 1000 steps only
+            progress.finish(self.global_step)
         finally:
-            bar.close()
+            progress.close()
             self.logger.close()
         final = self.save("final")
         return TrainResult(
@@ -263,16 +258,17 @@ class Trainer:
             self.logger.scalar("norm/target_stats_gap", diagnostics.target_stats_gap, step)
         self.logger.norm_statistics(self.agent.online, step)
 
-    def periodic(self, iteration: int, n_envs: int, start: float, epsilon: float, bar) -> None:
+    def periodic(
+        self, iteration: int, n_envs: int, start: float, epsilon: float, progress: Progress
+    ) -> None:
         """Progress, speed, evaluation and checkpoints at their own intervals."""
         step = self.global_step
         if self.crossed(step, n_envs, 1000):
             sps = step / max(time.perf_counter() - start, 1e-9)
             self.logger.scalar("charts/SPS", sps, step)
             self.logger.scalar("charts/epsilon", epsilon, step)
-            last = f"{self.recent_returns[-1]:.1f}" if self.recent_returns else "-"
-            bar.set_postfix(sps=f"{sps:.0f}", eps=f"{epsilon:.3f}", ret=last, refresh=False)
-            bar.update(step - bar.n)
+            last = self.recent_returns[-1] if self.recent_returns else None
+            progress.update(step, sps, epsilon, last)
         if self.run_cfg.eval_freq and self.crossed(step, n_envs, self.run_cfg.eval_freq):
             self.evaluate()
         if self.run_cfg.checkpoint_freq and self.crossed(

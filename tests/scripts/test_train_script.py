@@ -230,3 +230,16 @@ def test_progress_bar_draws_on_a_terminal(tmp_path):
     assert "\r" in terminal
     assert "600/600" in terminal
     assert "Traceback" not in terminal
+
+
+def test_piped_output_gets_a_progress_line_every_few_thousand_steps(tmp_path):
+    flags = ["--total-timesteps", "10000", "--learning-starts", "9500", "--eval-freq", "0"]
+    ran = run_script(TRAIN, *TINY, *flags, "--run-dir", tmp_path / "run")
+    assert_clean_success(ran)
+    assert_no_progress_bar(ran.stderr)
+    lines = ran.stderr.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["step", "5,000/10,000"],
+        ["step", "10,000/10,000"],
+    ]
+    assert all(" SPS  epsilon " in line and " ETA " in line for line in lines)
