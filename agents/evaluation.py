@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def make_eval_env(env_id: str, video_dir: str | Path | None = None) -> gym.Env:
         import moviepy  # noqa: F401  (gymnasium's recorder needs it)
     except ImportError:
         raise QnormError(f"recording video needs moviepy: {install_command('video')}") from None
+    # Frames are drawn off screen: without a display (a server, CI) SDL would otherwise probe
+    # for one and print its own "error:" line although recording works. A user's choice wins.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = make_env(env_id, render_mode="rgb_array")
     return gym.wrappers.RecordVideo(
         env,

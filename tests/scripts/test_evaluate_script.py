@@ -13,6 +13,7 @@ from script_helpers import (
     assert_one_error_line,
     run_script,
     run_scripts,
+    script_env,
     snapshot,
 )
 
@@ -92,6 +93,18 @@ def test_video(trained_run, tmp_path):
     assert videos, list(tmp_path.rglob("*"))
     assert all(v.stat().st_size > 0 for v in videos)
     assert f"videos: {video_dir}" in ran.stdout
+
+
+def test_video_on_a_headless_machine_prints_no_stray_error(trained_run, tmp_path):
+    env = script_env()
+    for name in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER", "XDG_RUNTIME_DIR", "DISPLAY"):
+        env.pop(name, None)
+    ran = run_script(
+        EVALUATE, trained_run, "--episodes", "1", "--video", tmp_path / "v", env=env
+    )  # fmt: skip
+    assert_clean_success(ran)
+    assert ran.stderr == ""
+    assert list((tmp_path / "v").glob("*.mp4"))
 
 
 def test_wrong_env_for_checkpoint(trained_run):
