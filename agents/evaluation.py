@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from agents.checkpoint import Policy, load_policy
-from agents.envs import make_env
+from agents.envs import env_module, make_env
 from agents.extras import install_command
 from qnorm import QnormError, fold_batchnorm, greedy_action
 
@@ -83,6 +83,20 @@ def make_eval_env(env_id: str, video_dir: str | Path | None = None) -> gym.Env:
     )
 
 
+def refuse_module_import(env_id: str) -> None:
+    """A checkpoint is someone else's data: the env module it names is never imported unasked.
+
+    Importing runs the module's code, which a safetensors checkpoint otherwise never does; the
+    user names the env (``--env-id``) to say they trust that module.
+    """
+    module = env_module(env_id)
+    if module is not None:
+        raise QnormError(
+            f"the checkpoint's env id {env_id!r} would import module {module!r}; qnorm does "
+            f"not import code a checkpoint names: pass --env-id {env_id} if you trust it"
+        )
+
+
 def evaluate_checkpoint(
     path: str | Path,
     episodes: int = 10,
@@ -95,6 +109,8 @@ def evaluate_checkpoint(
     if episodes < 1:
         raise QnormError(f"episodes must be positive, got {episodes}")
     policy = load_policy(path)
+    if env_id is None:
+        refuse_module_import(policy.env_id)
     net = fold_batchnorm(policy.network) if fold else policy.network
     env = make_eval_env(env_id or policy.env_id, video_dir)
     try:

@@ -12,14 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from agents.checkpoint import checkpoint_metadata, save_checkpoint
 from agents.config import TrainConfig, validate
 from agents.dqn import DQNAgent, ModeDiagnostics, UpdateStats
-from agents.envs import env_family, make_env, make_vector_env, obs_dtype_name
+from agents.envs import env_family, env_spec, make_env, make_vector_env, obs_dtype_name
 from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
 from agents.frame_replay import FrameReplayBuffer
@@ -87,7 +86,7 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
 
 def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:
     """Stop once a greedy evaluation reaches the env's registered reward threshold."""
-    threshold = gym.spec(env_id).reward_threshold
+    threshold = env_spec(env_id).reward_threshold
     if threshold is None:
         raise QnormError(f"{env_id} has no reward threshold, so stop_when_solved cannot apply")
 

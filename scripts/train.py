@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agents import train
 from agents.cli import parse_train_config, run_main
+from agents.envs import env_module
 
 
 def _shown_path(path: Path) -> str:
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     if result.evaluations:
         step, mean = result.evaluations[-1]
         print(f"last greedy evaluation: mean return {mean:.1f} at step {step}")
-    print(f"evaluate:    {python} {evaluate} {run_dir}")
+    # evaluate.py imports an env's module only when told to: a user env's id goes along.
+    env_flag = (
+        f" --env-id {shlex.quote(config.run.env_id)}" if env_module(config.run.env_id) else ""
+    )
+    print(f"evaluate:    {python} {evaluate} {run_dir}{env_flag}")
     # The default layout puts every run below runs/; a run dir the user named may sit
     # anywhere (a checkout's root, with its .venv), so its own folder is the logdir.
     logdir = shlex.quote(str(result.run_dir if config.run.run_dir else result.run_dir.parent))

@@ -14,7 +14,14 @@ from agents.envs.checks import (
 )
 from agents.envs.family import EnvFamily
 from agents.envs.learning_signal import LearningSignal
-from agents.envs.making import check_env_id, env_family, make_env, make_vector_env
+from agents.envs.making import (
+    check_env_id,
+    env_family,
+    env_module,
+    env_spec,
+    make_env,
+    make_vector_env,
+)
 
 __all__ = [
     "EnvFamily",
@@ -22,6 +29,8 @@ __all__ = [
     "check_env_id",
     "check_spaces",
     "env_family",
+    "env_module",
+    "env_spec",
     "make_env",
     "make_vector_env",
     "missing_dependency",

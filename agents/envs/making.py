@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 
 from agents.envs import atari, classic, minatar
@@ -13,10 +15,35 @@ from qnorm import QnormError
 FAMILY_MODULES = {"MinAtar/": minatar, "ALE/": atari}
 
 
+def split_env_id(env_id: str) -> tuple[str | None, str]:
+    """gymnasium's ``module:Name-v0`` form: the module that registers the env, and its id."""
+    module, sep, name = env_id.rpartition(":")
+    return (module, name) if sep else (None, env_id)
+
+
+def env_module(env_id: str) -> str | None:
+    """The module an env id asks to import (``my_envs`` in ``my_envs:Maze-v0``), if any."""
+    return split_env_id(env_id)[0]
+
+
+def import_env_module(env_id: str) -> str:
+    """Import the module ``env_id`` names, as ``gym.make`` would; return the registered id."""
+    module, name = split_env_id(env_id)
+    if module is not None:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise QnormError(
+                f"env id {env_id!r} names module {module!r}, which cannot be imported ({exc})"
+            ) from None
+    return name
+
+
 def family_module(env_id: str):
     """The module that registers, makes and wraps ``env_id``'s family."""
+    name = split_env_id(env_id)[1]
     for prefix, module in FAMILY_MODULES.items():
-        if env_id.startswith(prefix):
+        if name.startswith(prefix):
             return module
     return classic
 
@@ -26,13 +53,22 @@ def env_family(env_id: str) -> EnvFamily:
     return family_module(env_id).FAMILY
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise a clear error if ``env_id`` is unknown or its family's extra is not installed."""
-    family_module(env_id).register(env_id)
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``; a clear error if it is unknown or its extra missing.
+
+    ``module:Name-v0`` imports ``module`` first (gymnasium's syntax for a user's own envs).
+    """
+    name = import_env_module(env_id)
+    family_module(name).register(name)
     try:
-        gym.spec(env_id)
+        return gym.spec(name)
     except gym.error.Error as exc:
         raise QnormError(f"unknown environment id {env_id!r} ({exc})") from None
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a clear error if ``env_id`` is unknown or its family's extra is not installed."""
+    env_spec(env_id)
 
 
 def _checked(env_id: str, make, spaces):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
-
 from agents.cli import config_from_flags
 from agents.config import TrainConfig
-from agents.envs import check_env_id
+from agents.envs import env_spec
 from agents.run_dir import path_safe
 from qnorm import QnormError
 
@@ -71,8 +69,7 @@ class Cell:
 
 def reward_threshold(env_id: str) -> float | None:
     """The env's registered 'solved' return, if it has one."""
-    check_env_id(env_id)  # registers the optional families' ids on first use
-    return gym.spec(env_id).reward_threshold
+    return env_spec(env_id).reward_threshold  # registers optional families' ids on first use
 
 
 def cells(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
