@@ -8,6 +8,7 @@ step. Loading never unpickles, and a bad checkpoint is one clear QnormError.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -145,6 +146,41 @@ def read_metadata(directory: Path) -> dict:
     return metadata
 
 
+# No policy qnorm trains comes near this; a config.json asking for more is refused before any
+# memory is allocated (4 GB of float32 parameters).
+MAX_POLICY_ELEMENTS = 1_000_000_000
+
+
+def check_fits_model_file(spec: NetworkSpec, model_path: Path) -> None:
+    """Refuse a spec whose tensors are not those in the safetensors header, or are too large.
+
+    The network is built on torch's meta device (shapes only, no memory) and compared with
+    the header, so a config.json that asks for a gigantic network costs nothing to reject.
+    """
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_q_network(spec).state_dict().items()}
+    elements = sum(math.prod(shape) for shape in expected.values())
+    if elements > MAX_POLICY_ELEMENTS:
+        raise QnormError(
+            f"{model_path.parent / CONFIG_FILE} asks for a network of {elements:,} values, more "
+            f"than the {MAX_POLICY_ELEMENTS:,} a qnorm policy may have"
+        )
+    try:
+        with safe_open(model_path, "pt") as handle:
+            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise QnormError(f"{model_path} is missing, truncated or corrupt: {exc}") from None
+    if stored != expected:
+        differ = sorted(
+            k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k)
+        )
+        first = differ[0]
+        raise QnormError(
+            f"{model_path} does not fit its config's network ({len(differ)} tensor(s) differ; "
+            f"{first}: config {expected.get(first)}, file {stored.get(first)})"
+        )
+
+
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
     """Rebuild the policy network of a checkpoint or run directory, in eval mode."""
     directory = resolve_checkpoint_dir(path)
@@ -158,8 +194,9 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
         raise QnormError(
             f"{directory / CONFIG_FILE} lacks a field or has a bad one: {exc}"
         ) from None
-    network = build_q_network(spec)
     model_path = directory / MODEL_FILE
+    check_fits_model_file(spec, model_path)  # before the network is allocated
+    network = build_q_network(spec)
     try:
         state = load_file(model_path, device=str(device))
     except (SafetensorError, OSError) as exc:

@@ -164,6 +164,24 @@ def future_format(trained_run: Path, work_dir: Path) -> Path:
     return ckpt
 
 
+def edited_network(trained_run: Path, work_dir: Path, **fields) -> Path:
+    ckpt = copy_checkpoint(trained_run, work_dir)
+    config = ckpt / "config.json"
+    data = json.loads(config.read_text())
+    data["network"].update(fields)
+    config.write_text(json.dumps(data))
+    return ckpt
+
+
+def gigantic_network(trained_run: Path, work_dir: Path) -> Path:
+    # 40 billion parameters (160 GB): refused from the header before anything is allocated.
+    return edited_network(trained_run, work_dir, hidden_sizes=[200_000, 200_000])
+
+
+def wider_network(trained_run: Path, work_dir: Path) -> Path:
+    return edited_network(trained_run, work_dir, hidden_sizes=[64, 32])
+
+
 def missing_path(trained_run: Path, work_dir: Path) -> Path:
     return work_dir / "nope"
 
@@ -181,6 +199,8 @@ EVALUATE_CASES = {
     "corrupt-config": (corrupt_config, [], "config.json"),
     "format-999": (future_format, [], "format version 999"),
     "zero-episodes": (copy_checkpoint, ["--episodes", "0"], "episodes"),
+    "gigantic-network": (gigantic_network, [], "more than the 1,000,000,000"),
+    "network-not-in-file": (wider_network, [], "does not fit its config's network"),
 }
 
 
