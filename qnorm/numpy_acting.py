@@ -279,26 +279,65 @@ def _on_cpu_in_float32(net: nn.Module) -> bool:
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors)
 
 
-class NumpyActor:
-    """Greedy actions and Q-values of a CPU float32 Q-network, computed in numpy (eval mode)."""
+def _ops_of(net: nn.Module) -> tuple[list[Op], Op] | None:
+    """The mirrored ops and input preparation of ``net``, or None where it cannot be mirrored."""
+    if not isinstance(net, (QNetwork, ConvQNetwork)) or not _on_cpu_in_float32(net):
+        return None
+    if isinstance(net, ConvQNetwork):
+        ops, prepare = _conv_ops(net), _conv_input(net.spec)
+    else:
+        modules = [*net.layers, *([] if net.head is None else [net.head])]
+        ops, prepare = [_op_for(module) for module in modules], _as_float32
+    return None if any(op is None for op in ops) else (ops, prepare)
 
-    def __init__(self, ops: list[Op], prepare: Op = _as_float32, obs_ndim: int = 1) -> None:
-        self._ops, self._prepare, self._obs_ndim = ops, prepare, obs_ndim
+
+def _storages(net: nn.Module) -> list[tuple[dict, str, int]]:
+    """Where each parameter and buffer lives: (its module's dict, its name, its data pointer)."""
+    return [
+        (tensors, name, tensor.data_ptr())
+        for module in net.modules()
+        for tensors in (module._parameters, module._buffers)
+        for name, tensor in tensors.items()
+        if tensor is not None
+    ]
+
+
+class NumpyActor:
+    """Greedy actions and Q-values of a CPU float32 Q-network, computed in numpy (eval mode).
+
+    The views follow in-place updates for free. A tensor whose storage is replaced
+    (``load_state_dict(..., assign=True)``, ``p.data = ...``, ``share_memory()``) would leave
+    them on stale or freed memory, so every call first checks each tensor's data pointer
+    (about a microsecond for a small network) and re-binds the views when one moved.
+    """
+
+    def __init__(self, net: nn.Module, ops: list[Op], prepare: Op) -> None:
+        self._net, self._obs_ndim = net, net.obs_ndim
+        self._ops, self._prepare = ops, prepare
+        self._storages = _storages(net)
 
     @classmethod
     def mirror(cls, net: nn.Module) -> NumpyActor | None:
         """A mirror of ``net``, or None where it has a layer, dtype or device not mirrored."""
-        if not isinstance(net, (QNetwork, ConvQNetwork)) or not _on_cpu_in_float32(net):
-            return None
-        if isinstance(net, ConvQNetwork):
-            ops, prepare = _conv_ops(net), _conv_input(net.spec)
-        else:
-            modules = [*net.layers, *([] if net.head is None else [net.head])]
-            ops, prepare = [_op_for(module) for module in modules], _as_float32
-        return None if any(op is None for op in ops) else cls(ops, prepare, net.obs_ndim)
+        found = _ops_of(net)
+        return None if found is None else cls(net, *found)
+
+    def _follow_storage(self) -> None:
+        """Re-bind the views if any tensor of the network now lives in another storage."""
+        if all(tensors[name].data_ptr() == ptr for tensors, name, ptr in self._storages):
+            return
+        found = _ops_of(self._net)
+        if found is None:
+            raise QnormError(
+                "the network can no longer be mirrored in numpy (moved off the CPU, not "
+                "float32, or given a layer the mirror lacks); act through qnorm.greedy_action"
+            )
+        self._ops, self._prepare = found
+        self._storages = _storages(self._net)
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Eval-mode Q-values for observations ``[..., *obs_shape]``: ``[..., num_actions]``."""
+        self._follow_storage()
         x = self._prepare(obs)
         for op in self._ops:
             x = op(x)

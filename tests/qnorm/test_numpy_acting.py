@@ -124,6 +124,45 @@ def test_mirror_follows_in_place_updates_without_refresh():
     np.testing.assert_allclose(actor.q_values(obs), q_values(net, obs).numpy(), atol=1e-5)
 
 
+def _retrained_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict with other values than ``net``'s, in fresh tensors."""
+    return {k: v + 0.5 if v.is_floating_point() else v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "load_state_dict_assign",  # every tensor replaced by the loaded one
+        "data_assignment",  # p.data = ... on one parameter
+        "share_memory",  # the storage moves to shared memory, the tensors stay
+    ],
+)
+def test_mirror_follows_a_changed_storage(change):
+    net = trained(QNetworkSpec(4, 2, (16, 16), norm="batchnorm"))
+    actor = NumpyActor.mirror(net)
+    obs = np.random.default_rng(3).normal(size=(8, 4)).astype(np.float32)
+    actor.q_values(obs)
+    if change == "load_state_dict_assign":
+        net.load_state_dict(_retrained_state(net), assign=True)
+    elif change == "data_assignment":
+        first = net.layers[0]
+        first.weight.data = first.weight.data * 2.0 + 0.25
+    else:
+        net.share_memory()
+        with torch.no_grad():  # values written after the move must reach the mirror too
+            for p in net.parameters():
+                p.mul_(1.5)
+    np.testing.assert_allclose(actor.q_values(obs), q_values(net, obs).numpy(), atol=1e-5)
+
+
+def test_a_mirror_whose_network_moved_out_of_reach_says_so():
+    net = trained(QNetworkSpec(4, 2, (8,)))
+    actor = NumpyActor.mirror(net)
+    net.double()  # float64 tensors: no longer mirrored
+    with pytest.raises(QnormError, match="can no longer be mirrored"):
+        actor.greedy(np.zeros((1, 4), np.float32))
+
+
 def test_mirror_declines_what_it_cannot_copy():
     assert NumpyActor.mirror(nn.Sequential(nn.Linear(4, 2))) is None  # not a QNetwork
     assert NumpyActor.mirror(build_q_network(QNetworkSpec(4, 2, (8,), "gelu"))) is None
