@@ -21,6 +21,7 @@ from agents.dqn import DQNAgent, ModeDiagnostics, UpdateStats
 from agents.envs import env_family, env_spec, make_env, make_vector_env, obs_dtype_name
 from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
+from agents.finite_guard import FiniteGuard
 from agents.frame_replay import FrameReplayBuffer
 from agents.network_specs import network_spec
 from agents.progress import Progress
@@ -135,6 +136,7 @@ class Trainer:
         # Reward clipping and life-loss terminals shape what is learned, never what is logged.
         self.signal = LearningSignal(family, config.run.num_envs)
         self.logger = RunLogger(run_dir, config.to_dict())
+        self.guard = FiniteGuard(config.run.env_id)
         self.global_step = 0
         self.num_updates = 0
         self.best_return = -np.inf
@@ -192,8 +194,18 @@ class Trainer:
             actions = self.agent.rng.integers(self.agent.spec.num_actions, size=len(obs))
         else:
             actions = self.agent.act(obs, epsilon)
-        next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        try:
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        except QnormError:
+            raise
+        except Exception as exc:  # the env's own code failed: name it, not qnorm's loop
+            raise QnormError(
+                f"{self.run_cfg.env_id} raised {type(exc).__name__} in step() at step "
+                f"{self.global_step + len(obs)}: {' '.join(str(exc).split())}"
+                f"{self.guard.last_good_text()}"
+            ) from exc
         self.global_step += len(obs)
+        self.guard.check_env(next_obs, rewards, self.global_step)
         learned_rewards = self.signal.rewards(rewards)
         learned_terminated = self.signal.terminated(terminated, infos, just_reset)
         keep = ~just_reset  # in next-step autoreset mode, this step only reset those envs
@@ -236,6 +248,8 @@ class Trainer:
             if stats.diagnostics is not None:
                 self.log_diagnostics(stats.diagnostics)
         self.num_updates += steps
+        # A non-finite value spreads to every later update, so the phase's last one tells.
+        self.guard.check_update(stats.td_loss, self.global_step)
 
     @staticmethod
     def every(count: int, interval: int) -> bool:
@@ -294,7 +308,8 @@ class Trainer:
             self.best_checkpoint = self.save("best")
 
     def save(self, name: str) -> Path:
-        """Write checkpoints/<name>/ atomically."""
+        """Write checkpoints/<name>/ atomically, from finite weights only."""
+        self.guard.check_parameters(self.agent.online, self.global_step)
         metadata = checkpoint_metadata(
             self.agent.spec,
             self.run_cfg.env_id,
@@ -304,4 +319,6 @@ class Trainer:
             self.config.to_dict(),
             self.agent.target_scheme,
         )
-        return save_checkpoint(self.run_dir / "checkpoints" / name, self.agent.online, metadata)
+        path = save_checkpoint(self.run_dir / "checkpoints" / name, self.agent.online, metadata)
+        self.guard.last_good = path
+        return path
