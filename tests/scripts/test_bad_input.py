@@ -173,6 +173,13 @@ def edited_network(trained_run: Path, work_dir: Path, **fields) -> Path:
     return ckpt
 
 
+def edited_config(trained_run: Path, work_dir: Path, **fields) -> Path:
+    ckpt = copy_checkpoint(trained_run, work_dir)
+    config = ckpt / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **fields}))
+    return ckpt
+
+
 def gigantic_network(trained_run: Path, work_dir: Path) -> Path:
     # 40 billion parameters (160 GB): refused from the header before anything is allocated.
     return edited_network(trained_run, work_dir, hidden_sizes=[200_000, 200_000])
@@ -200,6 +207,27 @@ EVALUATE_CASES = {
     "format-999": (future_format, [], "format version 999"),
     "zero-episodes": (copy_checkpoint, ["--episodes", "0"], "episodes"),
     "gigantic-network": (gigantic_network, [], "more than the 1,000,000,000"),
+    "wrong-type": (
+        lambda run, work: edited_network(run, work, hidden_sizes="wide"),
+        [],
+        "config.json lacks a field or has a bad one",
+    ),
+    "unknown-key": (
+        lambda run, work: edited_network(run, work, bogus=1),
+        [],
+        "unknown fields: bogus",
+    ),
+    "step-not-a-number": (
+        lambda run, work: edited_config(run, work, step=None),
+        [],
+        "config.json lacks a field or has a bad one",
+    ),
+    # A checkpoint is data: an env id naming a module never gets that module imported.
+    "env-id-imports-a-module": (
+        lambda run, work: edited_config(run, work, env_id="os:CartPole-v1"),
+        [],
+        "would import module 'os'",
+    ),
     "network-not-in-file": (wider_network, [], "does not fit its config's network"),
 }
 
