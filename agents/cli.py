@@ -8,6 +8,7 @@ import sys
 import typing
 
 from agents.config import SECTIONS, TrainConfig, coerce
+from agents.interrupts import Interrupted
 from agents.presets import preset_for
 from qnorm import QnormError
 
@@ -126,6 +127,9 @@ def run_main(main, argv: list[str] | None = None) -> int:
     except QnormError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # training saved its final checkpoint on the way out
+        print(stop.message(), file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
 from agents.finite_guard import FiniteGuard
 from agents.frame_replay import FrameReplayBuffer
+from agents.interrupts import Interrupted, interruptible
 from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
@@ -153,26 +154,31 @@ class Trainer:
         just_reset = np.zeros(n_envs, dtype=bool)
         start = time.perf_counter()
         progress = Progress(iterations * n_envs, self.run_cfg.progress)
-        try:
-            for iteration in range(1, iterations + 1):
-                epsilon = self.epsilon()
-                obs, just_reset = self.collect(obs, just_reset, epsilon)
-                if iteration % target_every == 0:
-                    self.agent.sync_target()
-                if (
-                    iteration % self.dqn.train_freq == 0
-                    and self.global_step > self.dqn.learning_starts
-                    # learning_starts may be below batch_size (0 in the Acrobot preset)
-                    and len(self.buffer) >= self.dqn.batch_size
-                ):
-                    self.learn()
-                self.periodic(iteration, n_envs, start, epsilon, progress)
-                if self.stopped:
-                    break
-            progress.finish(self.global_step)
-        finally:
-            progress.close()
-            self.logger.close()
+        # Ctrl-C or SIGTERM: save the final checkpoint from where the run is, then stop.
+        with interruptible():
+            try:
+                for iteration in range(1, iterations + 1):
+                    epsilon = self.epsilon()
+                    obs, just_reset = self.collect(obs, just_reset, epsilon)
+                    if iteration % target_every == 0:
+                        self.agent.sync_target()
+                    if (
+                        iteration % self.dqn.train_freq == 0
+                        and self.global_step > self.dqn.learning_starts
+                        # learning_starts may be below batch_size (0 in the Acrobot preset)
+                        and len(self.buffer) >= self.dqn.batch_size
+                    ):
+                        self.learn()
+                    self.periodic(iteration, n_envs, start, epsilon, progress)
+                    if self.stopped:
+                        break
+                progress.finish(self.global_step)
+            except Interrupted as stop:
+                stop.step, stop.checkpoint = self.global_step, self.save("final")
+                raise
+            finally:
+                progress.close()
+                self.logger.close()
         final = self.save("final")
         return TrainResult(
             self.run_dir, final, self.best_checkpoint, self.evaluations, self.global_step

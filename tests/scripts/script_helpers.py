@@ -64,6 +64,29 @@ def run_script(
     return run_argv([sys.executable, script, *args], cwd, env)
 
 
+def signalled_run(
+    script: Path | str, *args: str, signals: tuple[int, ...], when: str, cwd: Path = REPO
+) -> Ran:
+    """Run ``script``, send ``signals`` once its stderr shows a line starting with ``when``."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=cwd,
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stderr:  # piped: training prints a progress line every 5,000 steps
+        lines.append(line)
+        if line.startswith(when):
+            break
+    for signum in signals:
+        proc.send_signal(signum)
+    stdout, rest = proc.communicate(timeout=120)
+    return Ran(proc.returncode, stdout, "".join(lines) + rest)
+
+
 def run_scripts(jobs: dict[K, tuple[tuple, dict]]) -> dict[K, Ran]:
     """``run_script(*args, **kwargs)`` for each ``key: (args, kwargs)``, two processes at once.
 

@@ -1,0 +1,41 @@
+"""Ctrl-C and SIGTERM during training: a final checkpoint, one line saying so, exit 130 / 143."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from script_helpers import TINY, TRAIN, signalled_run
+
+from agents.checkpoint import load_policy
+
+# Long enough never to finish by itself; learning starts late, so steps are quick.
+ENDLESS = [*TINY, "--total-timesteps", "10000000", "--learning-starts", "6000"]
+
+
+@pytest.mark.parametrize(
+    ("signals", "status", "name"),
+    [
+        ((signal.SIGINT,), 130, "SIGINT"),
+        ((signal.SIGTERM,), 143, "SIGTERM"),
+        ((signal.SIGINT, signal.SIGINT), 130, "SIGINT"),  # the second waits for the save
+    ],
+)
+def test_a_signal_saves_the_final_checkpoint_and_exits_with_its_status(
+    tmp_path, signals, status, name
+):
+    run_dir = tmp_path / "run"
+    # Sent once the 10,000-step line shows: past learning_starts, so updates ran too.
+    ran = signalled_run(TRAIN, *ENDLESS, "--run-dir", run_dir, signals=signals, when="step 10,000/")
+    assert ran.returncode == status, ran.stderr
+    assert "Traceback" not in ran.stderr
+    last = ran.stderr.splitlines()[-1]
+    final = run_dir / "checkpoints" / "final"
+    assert last.startswith(f"interrupted by {name} at step ")
+    assert last.endswith(f"; final checkpoint: {final}")
+    step = int(last.split(" at step ")[1].split(";")[0].replace(",", ""))
+    assert 10_000 <= step < 10_000_000
+    assert json.loads((final / "config.json").read_text())["step"] == step
+    assert load_policy(final).step == step
+    assert not list((run_dir / "checkpoints").glob(".*"))  # no half-written temporaries
