@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
+from pathlib import Path
 
 from agents.config import SECTIONS, TrainConfig, coerce
 from agents.interrupts import Interrupted
@@ -88,6 +90,13 @@ def train_parser(env_id: str | None = None) -> ArgumentParser:
         + "; add --env-id ENV to --help to see another env's. Flags win over the preset. "
         "The resolved config is written to the run's config.json.",
     )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=argparse.SUPPRESS,
+        help="continue RUN_DIR from its training-state snapshot, with its own config.json "
+        "(only --total-timesteps, to extend it, and --progress may be given too)",
+    )
     for section, cls in SECTIONS.items():
         add_section_flags(parser, section, cls, preset, env_id)
     return parser
@@ -117,7 +126,43 @@ def config_from_flags(flags: dict[str, object]) -> TrainConfig:
 
 def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
     """Parse ``argv`` into a TrainConfig (argparse exits with status 2 on malformed flags)."""
-    return config_from_flags(vars(train_parser(_env_id_in(argv)).parse_args(argv)))
+    return parse_train_command(argv)[0]
+
+
+def parse_train_command(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    """scripts/train.py's arguments: the config to train, and whether it resumes a run."""
+    flags = vars(train_parser(_env_id_in(argv)).parse_args(argv))
+    run_dir = flags.pop("resume", None)
+    if run_dir is None:
+        return config_from_flags(flags), False
+    return resume_config(run_dir, flags), True
+
+
+# What a resumed run may change: how long it trains, and how it reports progress.
+RESUME_FLAGS = ("run.total_timesteps", "run.progress")
+
+
+def resume_config(run_dir: str, flags: dict[str, object]) -> TrainConfig:
+    """The config a run was started with, from its config.json, with ``flags`` applied."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise QnormError(f"{run_dir} is not a qnorm run directory: it has no config.json")
+    try:
+        config = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise QnormError(f"{path} is unreadable or not a training config: {exc}") from None
+    refused = [key for key in flags if key not in RESUME_FLAGS]
+    if refused:
+        names = ", ".join("--" + key.partition(".")[2].replace("_", "-") for key in refused)
+        raise QnormError(
+            f"--resume continues the run as configured in {path}; {names} would change the "
+            "experiment (only --total-timesteps and --progress may be given)"
+        )
+    for key, value in flags.items():
+        section, _, name = key.partition(".")
+        setattr(getattr(config, section), name, value)
+    config.run.run_dir = str(run_dir)
+    return config
 
 
 def run_main(main, argv: list[str] | None = None) -> int:

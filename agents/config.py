@@ -128,6 +128,13 @@ class RunConfig:
     checkpoint_freq: int = field(
         default=0, metadata=_opt("env steps between checkpoints (0: final only)")
     )
+    state_freq: int = field(
+        default=50_000,
+        metadata=_opt(
+            "env steps between training-state snapshots for --resume, each at the next episode "
+            "boundary, and one at the end (0: none)"
+        ),
+    )
     log_freq: int = field(default=100, metadata=_opt("gradient steps between loss logs"))
     diagnostics_freq: int = field(
         default=1000, metadata=_opt("gradient steps between norm diagnostics (0: off)")
@@ -229,6 +236,7 @@ def validate(config: TrainConfig) -> None:
         "learning_starts": dqn.learning_starts,
         "eval_freq": run.eval_freq,
         "checkpoint_freq": run.checkpoint_freq,
+        "state_freq": run.state_freq,
         "diagnostics_freq": run.diagnostics_freq,
     }
     for name, value in non_negative.items():

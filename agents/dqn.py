@@ -14,8 +14,10 @@ from torch.nn import functional as F
 
 from agents.config import DQNConfig
 from agents.replay import Batch
+from agents.snapshot import load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
 from qnorm import (
     QNetworkSpec,
+    QnormError,
     acting_mode,
     build_q_network,
     check_train_batch_size,
@@ -204,6 +206,24 @@ class DQNAgent:
     def _eval_q(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), eval_mode(self.online):
             return self.online(obs)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Networks (norm buffers included) and optimizer state, for a training-state snapshot."""
+        tensors = prefixed("online", self.online.state_dict())
+        if self.target is not None:
+            tensors.update(prefixed("target", self.target.state_dict()))
+        return {**tensors, **prefixed("optimizer", optimizer_tensors(self.optimizer))}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_tensors`` saved, in place (acting views stay valid)."""
+        try:
+            self.online.load_state_dict(unprefixed("online", tensors))
+            if self.target is not None:
+                self.target.load_state_dict(unprefixed("target", tensors))
+            load_optimizer_tensors(self.optimizer, unprefixed("optimizer", tensors))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise QnormError(f"the snapshot does not fit this run's network ({detail})") from None
 
     def sync_target(self) -> None:
         """Hard copy when tau is 1, Polyak averaging otherwise; norm buffers always copied."""

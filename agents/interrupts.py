@@ -1,8 +1,10 @@
 """Ctrl-C and SIGTERM during training: stop at a clean point, save, and exit 130 or 143.
 
-Inside ``interruptible()`` the first of either signal raises ``Interrupted`` in the training
-loop; later ones are ignored until the block ends, so the save on the way out is never cut
-short by an impatient second Ctrl-C (checkpoint writes are atomic anyway).
+Inside ``stop_requests()`` the first SIGINT or SIGTERM only asks the training loop to stop:
+it finishes its current step, writes a training-state snapshot and the final checkpoint,
+then raises ``Interrupted``. A second signal before that clean point stops at once (the final
+checkpoint is still written; the previous snapshot stays as it was). Signals that arrive while
+the way-out files are written are ignored, so an impatient Ctrl-C never cuts a save short.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ class Interrupted(BaseException):
     error handling, say) may swallow it.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, clean: bool) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.clean = clean  # raised at a step boundary, where a snapshot can be taken
         self.step: int | None = None
         self.checkpoint: Path | None = None
+        self.snapshot: Path | None = None
 
     @property
     def exit_status(self) -> int:
@@ -41,31 +45,38 @@ class Interrupted(BaseException):
         return f"interrupted by {signal.Signals(self.signum).name}{where}{saved}"
 
 
-def _in_main_thread() -> bool:
-    # Python delivers signals to the main thread only; elsewhere (a Ray task's thread, say)
-    # handlers cannot be installed and the defaults stay.
-    return threading.current_thread() is threading.main_thread()
+class StopRequests:
+    """The signals received while training runs."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.saving = False  # the way-out files are being written: ignore further signals
+
+    def on_signal(self, signum: int, frame) -> None:
+        self.received.append(signum)
+        if len(self.received) == 2 and not self.saving:  # asked twice: stop now
+            raise Interrupted(self.received[0], clean=False)
+
+    def check(self) -> None:
+        """At a clean point of the loop: stop there if a signal asked for it."""
+        if self.received:
+            raise Interrupted(self.received[0], clean=True)
 
 
 @contextmanager
-def interruptible() -> Iterator[None]:
-    """The first SIGINT or SIGTERM raises ``Interrupted`` in the block; later ones are ignored.
+def stop_requests() -> Iterator[StopRequests]:
+    """SIGINT and SIGTERM become stop requests inside the block; the old handlers return after.
 
-    The old handlers return when the block ends.
+    Python delivers signals to the main thread only; elsewhere (a Ray task's thread, say)
+    handlers cannot be installed and the defaults stay.
     """
-    if not _in_main_thread():
-        yield
+    requests = StopRequests()
+    if threading.current_thread() is not threading.main_thread():
+        yield requests
         return
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        if len(received) == 1:
-            raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+    previous = {s: signal.signal(s, requests.on_signal) for s in SIGNALS}
     try:
-        yield
+        yield requests
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

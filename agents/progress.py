@@ -18,19 +18,22 @@ LINE_EVERY = 5_000  # env steps between progress lines off a terminal
 class Progress:
     """Reports training progress on ``stream`` (stderr), the way that suits where it goes."""
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, total: int, enabled: bool, stream: TextIO | None = None, initial: int = 0
+    ) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         on_terminal = self.stream.isatty()
         self.bar = tqdm(
             total=total,
+            initial=initial,  # a resumed run's bar starts where the run was
             unit="step",
             dynamic_ncols=True,
             file=self.stream,
             disable=not (enabled and on_terminal),
         )
         self.lines = enabled and not on_terminal
-        self.next_line = LINE_EVERY
+        self.next_line = (initial // LINE_EVERY + 1) * LINE_EVERY
 
     def update(self, step: int, sps: float, epsilon: float, last_return: float | None) -> None:
         """Advance to ``step`` with the current speed, epsilon and last episode's return."""

@@ -105,6 +105,32 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored rows and the sampling generator's state, for a training-state snapshot."""
+        rows = {name: getattr(self, name)[: self.size] for name in COLUMNS}
+        return {**rows, "generator": self.generator.get_state()}
+
+    def state(self) -> dict:
+        """Write position and fill, for a training-state snapshot."""
+        return {"position": self.position, "size": self.size}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Restore what ``state_tensors`` and ``state`` saved."""
+        size, position = int(state["size"]), int(state["position"])
+        if not 0 <= position < self.capacity or not 0 <= size <= self.capacity:
+            raise QnormError(
+                f"the snapshot's replay buffer does not fit a capacity of {self.capacity:,}"
+            )
+        for name in COLUMNS:
+            rows = tensors[name]
+            if tuple(rows.shape) != (size, *getattr(self, name).shape[1:]):
+                raise QnormError(
+                    f"the snapshot's replay field {name!r} has shape {tuple(rows.shape)}"
+                )
+            getattr(self, name)[:size] = rows.to(self.device)
+        self.generator.set_state(tensors["generator"])
+        self.position, self.size = position, size
+
     def _write(self, name: str, start: int, values: np.ndarray) -> None:
         stop = start + len(values)
         if self._host_views is not None:  # CPU: numpy writes into the tensors' memory

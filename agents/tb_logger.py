@@ -22,9 +22,12 @@ def hyperparameter_table(config: dict) -> str:
 class RunLogger:
     """Scalars, text and histograms of one run, written to its TensorBoard event files."""
 
-    def __init__(self, run_dir: Path, config: dict) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir))
-        self.writer.add_text("hyperparameters", hyperparameter_table(config), 0)
+    def __init__(self, run_dir: Path, config: dict, purge_step: int | None = None) -> None:
+        # A resumed run purges what the killed one logged after its snapshot: TensorBoard
+        # drops those points, so the curves continue without duplicates or gaps.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        if purge_step is None:
+            self.writer.add_text("hyperparameters", hyperparameter_table(config), 0)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """One scalar point."""

@@ -23,12 +23,23 @@ from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
 from agents.finite_guard import FiniteGuard
 from agents.frame_replay import FrameReplayBuffer
-from agents.interrupts import Interrupted, interruptible
+from agents.interrupts import Interrupted, stop_requests
 from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
 from agents.run_dir import create_run_dir
 from agents.schedules import linear_epsilon
+from agents.snapshot import (
+    env_state,
+    generator_state,
+    prefixed,
+    read_snapshot,
+    restore_env_state,
+    set_generator_state,
+    snapshot_dir,
+    unprefixed,
+    write_snapshot,
+)
 from agents.tb_logger import RunLogger
 from qnorm import QnormError
 
@@ -55,11 +66,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, should_stop: StopRule | None = None, resume: bool = False
+) -> TrainResult:
     """Check everything, then train; nothing is written until every check has passed.
 
     ``should_stop(step, mean_return)`` is asked after each greedy evaluation; True ends the
-    run there (the final checkpoint is still written).
+    run there (the final checkpoint is still written). ``resume`` continues the run in
+    ``config.run.run_dir`` from its training-state snapshot.
     """
     validate(config)
     device = resolve_device(config.run.device)
@@ -78,8 +92,16 @@ def train(config: TrainConfig, should_stop: StopRule | None = None) -> TrainResu
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
         if config.run.stop_when_solved:
             should_stop = _solved_rule(config.run.env_id, should_stop)
-        run_dir = create_run_dir(config)
-        return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
+        if not resume:
+            run_dir = create_run_dir(config)
+            return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
+        run_dir = Path(config.run.run_dir)
+        tensors, state = read_snapshot(run_dir)
+        # Everything logged at the snapshot's step came before it was written: keep that.
+        purge = state["global_step"] + 1
+        trainer = Trainer(config, envs, eval_env, agent, run_dir, should_stop, purge_step=purge)
+        trainer.restore(tensors, state)
+        return trainer.run()
     finally:
         envs.close()
         if eval_env is not None:
@@ -125,6 +147,7 @@ class Trainer:
         agent: DQNAgent,
         run_dir: Path,
         should_stop: StopRule | None = None,
+        purge_step: int | None = None,
     ):
         self.should_stop = should_stop
         self.stopped = False
@@ -136,7 +159,7 @@ class Trainer:
         self.buffer = make_replay(config, space, family.frame_stack, agent.device)
         # Reward clipping and life-loss terminals shape what is learned, never what is logged.
         self.signal = LearningSignal(family, config.run.num_envs)
-        self.logger = RunLogger(run_dir, config.to_dict())
+        self.logger = RunLogger(run_dir, config.to_dict(), purge_step)
         self.guard = FiniteGuard(config.run.env_id)
         self.global_step = 0
         self.num_updates = 0
@@ -144,20 +167,24 @@ class Trainer:
         self.best_checkpoint: Path | None = None
         self.evaluations: list[tuple[int, float]] = []
         self.recent_returns: list[float] = []
+        # Training-state snapshots (vector observations; not yet for the frame replay).
+        self.snapshots = isinstance(self.buffer, ReplayBuffer)
+        self.next_state_step = self.run_cfg.state_freq
+        self.resumed: tuple[dict, dict] | None = None
 
     def run(self) -> TrainResult:
         """Train for ``total_timesteps`` environment steps and write the final checkpoint."""
         n_envs = self.run_cfg.num_envs
         iterations = -(-self.run_cfg.total_timesteps // n_envs)
         target_every = max(self.dqn.target_update_interval // n_envs, 1)
-        obs, _ = self.envs.reset(seed=self.run_cfg.seed)
-        just_reset = np.zeros(n_envs, dtype=bool)
-        start = time.perf_counter()
-        progress = Progress(iterations * n_envs, self.run_cfg.progress)
-        # Ctrl-C or SIGTERM: save the final checkpoint from where the run is, then stop.
-        with interruptible():
+        first, obs, just_reset = self.start()
+        iteration = first - 1  # a resumed run with no steps left runs no iteration
+        start, start_step = time.perf_counter(), self.global_step
+        progress = Progress(iterations * n_envs, self.run_cfg.progress, initial=self.global_step)
+        # Ctrl-C or SIGTERM: finish the step, save a snapshot and the final checkpoint, stop.
+        with stop_requests() as requests:
             try:
-                for iteration in range(1, iterations + 1):
+                for iteration in range(first, iterations + 1):
                     epsilon = self.epsilon()
                     obs, just_reset = self.collect(obs, just_reset, epsilon)
                     if iteration % target_every == 0:
@@ -169,20 +196,98 @@ class Trainer:
                         and len(self.buffer) >= self.dqn.batch_size
                     ):
                         self.learn()
-                    self.periodic(iteration, n_envs, start, epsilon, progress)
+                    self.periodic(iteration, n_envs, (start, start_step), epsilon, progress)
+                    if self.snapshot_due(just_reset):
+                        self.write_state(iteration, obs, just_reset)
+                    requests.check()
                     if self.stopped:
                         break
                 progress.finish(self.global_step)
             except Interrupted as stop:
+                requests.saving = True
                 stop.step, stop.checkpoint = self.global_step, self.save("final")
+                if stop.clean and self.run_cfg.state_freq and self.snapshots:
+                    self.write_state(iteration, obs, just_reset)
+                    stop.snapshot = snapshot_dir(self.run_dir)
                 raise
             finally:
                 progress.close()
                 self.logger.close()
         final = self.save("final")
+        if self.run_cfg.state_freq and self.snapshots:
+            self.write_state(iteration, obs, just_reset)  # lets --total-timesteps extend the run
         return TrainResult(
             self.run_dir, final, self.best_checkpoint, self.evaluations, self.global_step
         )
+
+    def start(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The first iteration, observations and reset flags: fresh, or where a snapshot left."""
+        n_envs = self.run_cfg.num_envs
+        if self.resumed is None:
+            obs, _ = self.envs.reset(seed=self.run_cfg.seed)
+            return 1, obs, np.zeros(n_envs, dtype=bool)
+        tensors, state = self.resumed
+        if restore_env_state(self.envs, state["env"], self.run_cfg.seed):
+            obs, just_reset = tensors["trainer.obs"].numpy(), tensors["trainer.just_reset"].numpy()
+        else:  # not at an episode boundary: fresh episodes from here
+            obs, _ = self.envs.reset(seed=self.run_cfg.seed + state["global_step"])
+            just_reset = np.zeros(n_envs, dtype=bool)
+        return state["iteration"] + 1, obs, just_reset
+
+    def snapshot_due(self, just_reset: np.ndarray) -> bool:
+        """Past the next snapshot step, and (one env) at an episode boundary."""
+        if not self.run_cfg.state_freq or self.global_step < self.next_state_step:
+            return False
+        return bool(just_reset.all()) or self.run_cfg.num_envs > 1
+
+    def write_state(self, iteration: int, obs: np.ndarray, just_reset: np.ndarray) -> None:
+        """Write the training-state snapshot of this point of the run."""
+        if not self.snapshots:
+            return
+        freq = self.run_cfg.state_freq
+        self.next_state_step = (self.global_step // freq + 1) * freq
+        at_boundary = bool(just_reset.all())
+        tensors = {
+            **self.agent.state_tensors(),
+            **prefixed("replay", self.buffer.state_tensors()),
+            "trainer.obs": torch.as_tensor(np.ascontiguousarray(obs)),
+            "trainer.just_reset": torch.as_tensor(just_reset),
+            "torch.rng": torch.get_rng_state(),
+        }
+        state = {
+            "iteration": iteration,
+            "global_step": self.global_step,
+            "num_updates": self.num_updates,
+            "next_state_step": self.next_state_step,
+            "best_return": None if np.isneginf(self.best_return) else self.best_return,
+            "best_checkpoint": None if self.best_checkpoint is None else str(self.best_checkpoint),
+            "last_good": None if self.guard.last_good is None else str(self.guard.last_good),
+            "evaluations": self.evaluations,
+            "recent_returns": self.recent_returns,
+            "replay": self.buffer.state(),
+            "agent_rng": generator_state(self.agent.rng),
+            "lives": self.signal.lives.tolist(),
+            "env": env_state(self.envs, at_boundary),
+        }
+        write_snapshot(self.run_dir, tensors, state)
+
+    def restore(self, tensors: dict, state: dict) -> None:
+        """Put the agent, replay and counters back as ``write_state`` saved them."""
+        self.agent.load_state_tensors(tensors)
+        self.buffer.load_state(unprefixed("replay", tensors), state["replay"])
+        torch.set_rng_state(tensors["torch.rng"])
+        set_generator_state(self.agent.rng, state["agent_rng"])
+        self.global_step, self.num_updates = state["global_step"], state["num_updates"]
+        self.next_state_step = state["next_state_step"]
+        best = state["best_return"]
+        self.best_return = -np.inf if best is None else best
+        path = state["best_checkpoint"]
+        self.best_checkpoint = None if path is None else Path(path)
+        self.guard.last_good = None if state["last_good"] is None else Path(state["last_good"])
+        self.evaluations = [tuple(e) for e in state["evaluations"]]
+        self.recent_returns = list(state["recent_returns"])
+        self.signal.lives = np.asarray(state["lives"], dtype=np.int64)
+        self.resumed = (tensors, state)
 
     def epsilon(self) -> float:
         """Current exploration rate (SB3's linear schedule over total_timesteps)."""
@@ -278,12 +383,13 @@ class Trainer:
         self.logger.norm_statistics(self.agent.online, step)
 
     def periodic(
-        self, iteration: int, n_envs: int, start: float, epsilon: float, progress: Progress
+        self, iteration: int, n_envs: int, start: tuple, epsilon: float, progress: Progress
     ) -> None:
         """Progress, speed, evaluation and checkpoints at their own intervals."""
         step = self.global_step
         if self.crossed(step, n_envs, 1000):
-            sps = step / max(time.perf_counter() - start, 1e-9)
+            began, first_step = start  # this process's start: a resumed run counts from there
+            sps = (step - first_step) / max(time.perf_counter() - began, 1e-9)
             self.logger.scalar("charts/SPS", sps, step)
             self.logger.scalar("charts/epsilon", epsilon, step)
             last = self.recent_returns[-1] if self.recent_returns else None

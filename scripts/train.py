@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from agents import train
-from agents.cli import parse_train_config, run_main
+from agents.cli import parse_train_command, run_main
 from agents.envs import env_module
+from agents.interrupts import Interrupted
 
 
 def _shown_path(path: Path) -> str:
@@ -26,11 +27,19 @@ def _tensorboard_command() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_train_config(argv)
-    result = train(config)
+    config, resume = parse_train_command(argv)
+    python = shlex.quote(_shown_path(Path(sys.executable)))
+    try:
+        result = train(config, resume=resume)
+    except Interrupted as stop:
+        print(stop.message(), file=sys.stderr)
+        if stop.snapshot is not None:
+            this = shlex.quote(_shown_path(Path(__file__).resolve()))
+            run = shlex.quote(str(stop.snapshot.parent))
+            print(f"resume: {python} {this} --resume {run}", file=sys.stderr)
+        return stop.exit_status
     run_dir = shlex.quote(str(result.run_dir))
     evaluate = shlex.quote(_shown_path(Path(__file__).resolve().parent / "evaluate.py"))
-    python = shlex.quote(_shown_path(Path(sys.executable)))
     print(f"final checkpoint: {result.final_checkpoint}")
     if result.best_checkpoint is not None:
         print(f"best checkpoint:  {result.best_checkpoint}")

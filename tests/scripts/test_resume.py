@@ -1,0 +1,149 @@
+"""--resume: a run killed with SIGKILL at a random step and resumed ends bit for bit where the
+same run left alone ends; what resume refuses, and what it leaves untouched when it does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from script_helpers import (
+    TRAIN,
+    assert_clean_success,
+    assert_one_error_line,
+    run_script,
+    script_env,
+    snapshot,
+)
+
+from agents.plotting import read_scalars
+
+MODULE = "qnorm_killer_env"
+ENV_ID = f"{MODULE}:KillerCartPole-v0"
+# CartPole; the first env made in the process SIGKILLs it at the step QNORM_KILL_AT names.
+SOURCE = """\
+import os
+import signal
+
+import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
+
+MADE = []
+
+
+class KillerCartPole(CartPoleEnv):
+    def __init__(self, render_mode=None):
+        super().__init__(render_mode=render_mode)
+        self.kill_at = int(os.environ.get("QNORM_KILL_AT", "0")) if not MADE else 0
+        self.steps = 0
+        MADE.append(self)
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().step(action)
+
+
+gym.register(id="KillerCartPole-v0", entry_point=KillerCartPole, max_episode_steps=500)
+"""
+FLAGS = [
+    *("--env-id", ENV_ID, "--total-timesteps", "6000", "--learning-starts", "300"),
+    *("--hidden-sizes", "32", "32", "--batch-size", "32", "--buffer-size", "5000"),
+    *("--train-freq", "4", "--target-update-interval", "200", "--eval-freq", "1500"),
+    *("--eval-episodes", "2", "--state-freq", "1000"),
+]
+
+
+@pytest.fixture(scope="module")
+def killer_env(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("killer_module")
+    (folder / f"{MODULE}.py").write_text(SOURCE)
+    return script_env(PYTHONPATH=str(folder))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(killer_env, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("alone") / "run"
+    assert_clean_success(run_script(TRAIN, *FLAGS, "--run-dir", run_dir, env=killer_env))
+    return run_dir
+
+
+def weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "checkpoints" / "final" / "model.safetensors")
+
+
+@pytest.mark.parametrize("draw", range(2))
+def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(
+    killer_env, uninterrupted, tmp_path, draw
+):
+    kill_at = random.Random().randint(1200, 5800)  # past the first snapshot, before the end
+    run_dir = tmp_path / "run"
+    killed = run_script(
+        TRAIN, *FLAGS, "--run-dir", run_dir, env={**killer_env, "QNORM_KILL_AT": str(kill_at)}
+    )
+    assert killed.returncode == -9, f"kill at {kill_at}: {killed.stderr}"
+    resumed = run_script(TRAIN, "--resume", run_dir, env=killer_env)
+    assert_clean_success(resumed)
+    expected, got = weights(uninterrupted), weights(run_dir)
+    assert expected.keys() == got.keys()
+    assert all((expected[k] == got[k]).all() for k in expected), f"killed at {kill_at}"
+    # The curves continue: no point lost or logged twice around the kill.
+    for tag in ("charts/episodic_return", "losses/td_loss", "eval/mean_return"):
+        assert read_scalars(run_dir, tag) == read_scalars(uninterrupted, tag), (tag, kill_at)
+
+
+def test_resume_extends_a_finished_run(killer_env, uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    ran = run_script(TRAIN, "--resume", run_dir, "--total-timesteps", "7000", env=killer_env)
+    assert_clean_success(ran)
+    final = json.loads((run_dir / "checkpoints" / "final" / "config.json").read_text())
+    assert final["step"] == 7000
+    assert json.loads((run_dir / "state" / "state.json").read_text())["global_step"] == 7000
+
+
+def corrupt_snapshot(run_dir: Path) -> None:
+    tensors = run_dir / "state" / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+
+
+def future_snapshot(run_dir: Path) -> None:
+    path = run_dir / "state" / "state.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": 99}))
+
+
+def no_snapshot(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / "state")
+
+
+# case: (what to do to a copy of a finished run, extra flags, what the one error line says)
+REFUSALS = {
+    "changes-the-experiment": (None, ["--learning-rate", "0.1"], "--learning-rate would change"),
+    "corrupt-snapshot": (corrupt_snapshot, [], "missing, truncated or corrupt"),
+    "future-snapshot": (future_snapshot, [], "snapshot format version 99"),
+    "no-snapshot": (no_snapshot, [], "holds no training-state snapshot"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_resume_refuses_and_changes_nothing(killer_env, uninterrupted, tmp_path, case):
+    damage, flags, says = REFUSALS[case]
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    if damage is not None:
+        damage(run_dir)
+    before = snapshot(run_dir)
+    line = assert_one_error_line(run_script(TRAIN, "--resume", run_dir, *flags, env=killer_env))
+    assert says in line
+    assert snapshot(run_dir) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    line = assert_one_error_line(run_script(TRAIN, "--resume", tmp_path))
+    assert "is not a qnorm run directory" in line
+    assert list(tmp_path.iterdir()) == []
