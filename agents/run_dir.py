@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import time
 from pathlib import Path
@@ -30,7 +32,41 @@ def create_run_dir(config: TrainConfig) -> Path:
         raise QnormError(f"run directory {run_dir} already exists and is not empty")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QnormError(f"cannot write the run directory {run_dir}: {exc.strerror}") from None
+    lock_run_dir(run_dir)
+    if any(run_dir.iterdir()):  # another process made it between the check and the lock
+        raise QnormError(f"run directory {run_dir} already exists and is not empty")
+    try:
         write_json(run_dir / "config.json", config.to_dict())
     except OSError as exc:
         raise QnormError(f"cannot write the run directory {run_dir}: {exc.strerror}") from None
     return run_dir
+
+
+# Open descriptors of the run directories this process trains in: each holds a lock.
+_LOCKS: dict[Path, int] = {}
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold an exclusive lock on ``run_dir`` for this process; another trainer is refused.
+
+    The lock is flock(2) on the directory itself: no lock file to go stale, and the kernel
+    drops it when the process ends, however it ends (SIGKILL included).
+    """
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise QnormError(
+            f"{run_dir} is in use by another training process; wait for it to end"
+        ) from None
+    _LOCKS[Path(run_dir)] = fd
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Release the lock ``lock_run_dir`` took (training ended)."""
+    fd = _LOCKS.pop(Path(run_dir), None)
+    if fd is not None:
+        os.close(fd)

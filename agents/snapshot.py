@@ -38,20 +38,41 @@ def snapshot_dir(run_dir: Path) -> Path:
     return Path(run_dir) / SNAPSHOT_DIR
 
 
+def _old(run_dir: Path) -> Path:
+    return Path(run_dir) / f".{SNAPSHOT_DIR}.old"
+
+
+def _recovered(run_dir: Path) -> Path:
+    """The snapshot folder; a crash between the two renames of a write left it at .old."""
+    final, old = snapshot_dir(run_dir), _old(run_dir)
+    if not final.exists() and (old / STATE_FILE).is_file():
+        old.rename(final)
+    return final
+
+
 def write_snapshot(run_dir: Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
     """Write ``tensors`` and ``state`` as the run's snapshot, replacing the old one atomically."""
-    final = snapshot_dir(run_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SNAPSHOT_DIR}.", dir=run_dir))
+    final = _recovered(run_dir)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{SNAPSHOT_DIR}.", dir=run_dir))
+    except OSError as exc:
+        raise QnormError(f"cannot write a snapshot in {run_dir}: {exc.strerror or exc}") from None
     try:
         cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         save_file(cpu, tmp / TENSORS_FILE, metadata={"format": "qnorm-state"})
         write_json(tmp / STATE_FILE, {"format_version": FORMAT_VERSION, **state})
-        old = final.with_name(f".{SNAPSHOT_DIR}.old")
+        old = _old(run_dir)
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # a full disk, say: the previous snapshot is left as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = "the previous snapshot is intact" if final.exists() else "no snapshot was kept"
+        raise QnormError(
+            f"cannot write the snapshot in {run_dir}: {exc.strerror or exc}; {kept}"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -60,7 +81,7 @@ def write_snapshot(run_dir: Path, tensors: dict[str, torch.Tensor], state: dict)
 
 def read_snapshot(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and state of a run's snapshot; a missing or damaged one is a QnormError."""
-    directory = snapshot_dir(run_dir)
+    directory = _recovered(run_dir)
     if not (directory / STATE_FILE).is_file():
         raise QnormError(f"{run_dir} holds no training-state snapshot ({directory} is missing)")
     try:

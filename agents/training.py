@@ -27,7 +27,7 @@ from agents.interrupts import Interrupted, stop_requests
 from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
-from agents.run_dir import create_run_dir
+from agents.run_dir import create_run_dir, lock_run_dir, unlock_run_dir
 from agents.schedules import linear_epsilon
 from agents.snapshot import (
     env_state,
@@ -94,18 +94,36 @@ def train(
             should_stop = _solved_rule(config.run.env_id, should_stop)
         if not resume:
             run_dir = create_run_dir(config)
-            return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
+            try:
+                return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
+            finally:
+                unlock_run_dir(run_dir)
         run_dir = Path(config.run.run_dir)
-        tensors, state = read_snapshot(run_dir)
-        # Everything logged at the snapshot's step came before it was written: keep that.
-        purge = state["global_step"] + 1
-        trainer = Trainer(config, envs, eval_env, agent, run_dir, should_stop, purge_step=purge)
-        trainer.restore(tensors, state)
-        return trainer.run()
+        lock_run_dir(run_dir)
+        try:
+            return _resume(config, envs, eval_env, agent, run_dir, should_stop)
+        finally:
+            unlock_run_dir(run_dir)
     finally:
         envs.close()
         if eval_env is not None:
             eval_env.close()
+
+
+def _resume(config, envs, eval_env, agent, run_dir: Path, should_stop) -> TrainResult:
+    """Continue the run in ``run_dir`` from its snapshot."""
+    tensors, state = read_snapshot(run_dir)
+    agent.load_state_tensors(tensors)  # a snapshot that does not fit fails before any write
+    if state["global_step"] > config.run.total_timesteps:
+        raise QnormError(
+            f"the snapshot is at step {state['global_step']:,}, past --total-timesteps "
+            f"{config.run.total_timesteps:,}"
+        )
+    # Everything logged at the snapshot's step came before it was written: keep that.
+    purge = state["global_step"] + 1
+    trainer = Trainer(config, envs, eval_env, agent, run_dir, should_stop, purge_step=purge)
+    trainer.restore(tensors, state)
+    return trainer.run()
 
 
 def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:
@@ -272,8 +290,10 @@ class Trainer:
         write_snapshot(self.run_dir, tensors, state)
 
     def restore(self, tensors: dict, state: dict) -> None:
-        """Put the agent, replay and counters back as ``write_state`` saved them."""
-        self.agent.load_state_tensors(tensors)
+        """Put the replay, counters and random states back as ``write_state`` saved them.
+
+        The agent's networks and optimizer are loaded first, by ``train``.
+        """
         self.buffer.load_state(unprefixed("replay", tensors), state["replay"])
         torch.set_rng_state(tensors["torch.rng"])
         set_generator_state(self.agent.rng, state["agent_rng"])

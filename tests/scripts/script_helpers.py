@@ -65,9 +65,17 @@ def run_script(
 
 
 def signalled_run(
-    script: Path | str, *args: str, signals: tuple[int, ...], when: str, cwd: Path = REPO
+    script: Path | str,
+    *args: str,
+    signals: tuple[int, ...],
+    when: str,
+    cwd: Path = REPO,
+    meanwhile=None,
 ) -> Ran:
-    """Run ``script``, send ``signals`` once its stderr shows a line starting with ``when``."""
+    """Run ``script``, send ``signals`` once its stderr shows a line starting with ``when``.
+
+    ``meanwhile()``, if given, runs after that line and before the signals are sent.
+    """
     proc = subprocess.Popen(
         [sys.executable, str(script), *map(str, args)],
         cwd=cwd,
@@ -81,6 +89,8 @@ def signalled_run(
         lines.append(line)
         if line.startswith(when):
             break
+    if meanwhile is not None:
+        meanwhile()
     for signum in signals:
         proc.send_signal(signum)
     stdout, rest = proc.communicate(timeout=120)

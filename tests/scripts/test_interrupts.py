@@ -6,7 +6,7 @@ import json
 import signal
 
 import pytest
-from script_helpers import TINY, TRAIN, signalled_run
+from script_helpers import TINY, TRAIN, assert_one_error_line, run_script, signalled_run
 
 from agents.checkpoint import load_policy
 
@@ -48,3 +48,30 @@ def test_a_signal_saves_the_final_checkpoint_and_exits_with_its_status(
     assert json.loads((final / "config.json").read_text())["step"] == step
     assert load_policy(final).step == step
     assert not list((run_dir / "checkpoints").glob(".*"))  # no half-written temporaries
+
+
+def test_a_run_dir_in_use_refuses_a_second_trainer_and_is_free_once_it_ends(tmp_path):
+    run_dir = tmp_path / "run"
+    second = {}
+
+    def train_the_same_run_dir():
+        second["new"] = run_script(TRAIN, *TINY, "--run-dir", run_dir)
+        second["resume"] = run_script(TRAIN, "--resume", run_dir)
+
+    first = signalled_run(
+        TRAIN,
+        *ENDLESS,
+        "--run-dir",
+        run_dir,
+        "--state-freq",
+        "2000",
+        signals=(signal.SIGKILL,),  # no clean exit: the kernel still drops the lock
+        when="step 10,000/",
+        meanwhile=train_the_same_run_dir,
+    )
+    assert first.returncode == -signal.SIGKILL
+    assert "already exists and is not empty" in assert_one_error_line(second["new"])
+    assert "is in use by another training process" in assert_one_error_line(second["resume"])
+    # The lock died with its process: the run resumes (and is stopped again at once).
+    resumed = signalled_run(TRAIN, "--resume", run_dir, signals=(signal.SIGINT,), when="step ")
+    assert resumed.returncode == 130, resumed.stderr

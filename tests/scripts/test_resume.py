@@ -117,6 +117,13 @@ def future_snapshot(run_dir: Path) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": 99}))
 
 
+def other_network(run_dir: Path) -> None:
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["network"]["hidden_sizes"] = [64, 64]
+    path.write_text(json.dumps(config))
+
+
 def no_snapshot(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "state")
 
@@ -127,6 +134,8 @@ REFUSALS = {
     "corrupt-snapshot": (corrupt_snapshot, [], "missing, truncated or corrupt"),
     "future-snapshot": (future_snapshot, [], "snapshot format version 99"),
     "no-snapshot": (no_snapshot, [], "holds no training-state snapshot"),
+    "snapshot-of-another-network": (other_network, [], "does not fit this run's network"),
+    "total-below-the-snapshot": (None, ["--total-timesteps", "100"], "past --total-timesteps"),
 }
 
 
