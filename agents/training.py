@@ -194,29 +194,15 @@ class Trainer:
         """Train for ``total_timesteps`` environment steps and write the final checkpoint."""
         n_envs = self.run_cfg.num_envs
         iterations = -(-self.run_cfg.total_timesteps // n_envs)
-        target_every = max(self.dqn.target_update_interval // n_envs, 1)
         first, obs, just_reset = self.start()
         iteration = first - 1  # a resumed run with no steps left runs no iteration
-        start, start_step = time.perf_counter(), self.global_step
         progress = Progress(iterations * n_envs, self.run_cfg.progress, initial=self.global_step)
+        clock = (time.perf_counter(), self.global_step)  # this process's start, for SPS
         # Ctrl-C or SIGTERM: finish the step, save a snapshot and the final checkpoint, stop.
         with stop_requests() as requests:
             try:
                 for iteration in range(first, iterations + 1):
-                    epsilon = self.epsilon()
-                    obs, just_reset = self.collect(obs, just_reset, epsilon)
-                    if iteration % target_every == 0:
-                        self.agent.sync_target()
-                    if (
-                        iteration % self.dqn.train_freq == 0
-                        and self.global_step > self.dqn.learning_starts
-                        # learning_starts may be below batch_size (0 in the Acrobot preset)
-                        and len(self.buffer) >= self.dqn.batch_size
-                    ):
-                        self.learn()
-                    self.periodic(iteration, n_envs, (start, start_step), epsilon, progress)
-                    if self.snapshot_due(just_reset):
-                        self.write_state(iteration, obs, just_reset)
+                    obs, just_reset = self.iterate(iteration, obs, just_reset, clock, progress)
                     requests.check()
                     if self.stopped:
                         break
@@ -224,19 +210,36 @@ class Trainer:
             except Interrupted as stop:
                 requests.saving = True
                 stop.step, stop.checkpoint = self.global_step, self.save("final")
-                if stop.clean and self.run_cfg.state_freq and self.snapshots:
-                    self.write_state(iteration, obs, just_reset)
+                if stop.clean and self.write_state(iteration, obs, just_reset):
                     stop.snapshot = snapshot_dir(self.run_dir)
                 raise
             finally:
                 progress.close()
                 self.logger.close()
         final = self.save("final")
-        if self.run_cfg.state_freq and self.snapshots:
-            self.write_state(iteration, obs, just_reset)  # lets --total-timesteps extend the run
+        self.write_state(iteration, obs, just_reset)  # lets --total-timesteps extend the run
         return TrainResult(
             self.run_dir, final, self.best_checkpoint, self.evaluations, self.global_step
         )
+
+    def iterate(self, iteration: int, obs, just_reset, clock: tuple, progress: Progress):
+        """One vector-env step, then whatever falls due: target sync, updates, logs, saves."""
+        n_envs = self.run_cfg.num_envs
+        epsilon = self.epsilon()
+        obs, just_reset = self.collect(obs, just_reset, epsilon)
+        if iteration % max(self.dqn.target_update_interval // n_envs, 1) == 0:
+            self.agent.sync_target()
+        if (
+            iteration % self.dqn.train_freq == 0
+            and self.global_step > self.dqn.learning_starts
+            # learning_starts may be below batch_size (0 in the Acrobot preset)
+            and len(self.buffer) >= self.dqn.batch_size
+        ):
+            self.learn()
+        self.periodic(iteration, n_envs, clock, epsilon, progress)
+        if self.snapshot_due(just_reset):
+            self.write_state(iteration, obs, just_reset)
+        return obs, just_reset
 
     def start(self) -> tuple[int, np.ndarray, np.ndarray]:
         """The first iteration, observations and reset flags: fresh, or where a snapshot left."""
@@ -258,11 +261,11 @@ class Trainer:
             return False
         return bool(just_reset.all()) or self.run_cfg.num_envs > 1
 
-    def write_state(self, iteration: int, obs: np.ndarray, just_reset: np.ndarray) -> None:
-        """Write the training-state snapshot of this point of the run."""
-        if not self.snapshots:
-            return
+    def write_state(self, iteration: int, obs: np.ndarray, just_reset: np.ndarray) -> bool:
+        """Write the training-state snapshot of this point of the run; False if there is none."""
         freq = self.run_cfg.state_freq
+        if not (freq and self.snapshots):
+            return False
         self.next_state_step = (self.global_step // freq + 1) * freq
         at_boundary = bool(just_reset.all())
         tensors = {
@@ -288,6 +291,7 @@ class Trainer:
             "env": env_state(self.envs, at_boundary),
         }
         write_snapshot(self.run_dir, tensors, state)
+        return True
 
     def restore(self, tensors: dict, state: dict) -> None:
         """Put the replay, counters and random states back as ``write_state`` saved them.
