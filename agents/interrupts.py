@@ -33,6 +33,9 @@ class Interrupted(BaseException):
         self.checkpoint: Path | None = None
         self.snapshot: Path | None = None
 
+    def __reduce__(self):  # picklable, so a study's worker process can hand it back
+        return (type(self), (self.signum, self.clean))
+
     @property
     def exit_status(self) -> int:
         """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
