@@ -88,13 +88,19 @@ def add_differences_from_baseline(table: dict[tuple[str, str], dict]) -> None:
             row["vs_none"] = None
             continue
         difference = row["final_mean"] - base["final_mean"]
-        row["vs_none"] = (difference, stats.bootstrap_difference_ci(row["finals"], base["finals"]))
+        # One seed on either side resamples to a single value: no interval to judge by.
+        enough = min(len(row["finals"]), len(base["finals"])) >= 2
+        interval = stats.bootstrap_difference_ci(row["finals"], base["finals"]) if enough else None
+        row["vs_none"] = (difference, interval)
 
 
 def _difference_text(variant: str, row: dict) -> str:
     if row.get("vs_none") is None:
         return "baseline" if variant == BASELINE else "n/a"
-    difference, (low, high) = row["vs_none"]
+    difference, interval = row["vs_none"]
+    if interval is None:
+        return f"{difference:+.1f} (too few seeds for an interval)"
+    low, high = interval
     return f"{difference:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
@@ -109,16 +115,22 @@ def verdict(env_id: str, table: dict, variants: list[str]) -> str:
     def names(kind: str) -> str:
         return ", ".join(v for v in outcome if outcome[v] == kind) or "no variant"
 
+    untested = (
+        f" Too few seeds to tell: {names('untested')}." if "untested" in outcome.values() else ""
+    )
     return (
         f"Highest mean final return: {best}. Against no norm (95% interval of the "
         f"difference excludes 0): better: {names('better')}; worse: {names('worse')}; "
-        f"not distinguishable: {names('tie')}.\n"
+        f"not distinguishable: {names('tie')}.{untested}\n"
     )
 
 
 def _comparison(row: dict) -> str:
     """better / worse / tie against no norm, by the 95% interval of the difference."""
-    _, (low, high) = row["vs_none"]
+    _, interval = row["vs_none"]
+    if interval is None:
+        return "untested"
+    low, high = interval
     return "better" if low > 0 else "worse" if high < 0 else "tie"
 
 

@@ -51,7 +51,12 @@ def fake_cell(root: Path, cell: Cell, curve: list[tuple[int, float]]) -> None:
 def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     root, out = tmp_path / "runs", tmp_path / "results"
     grid = cells(["CartPole-v1"], ["none", "layernorm"], [0, 1])
-    finals = {("none", 0): 100.0, ("none", 1): 300.0, ("layernorm", 0): 500.0}
+    finals = {
+        ("none", 0): 100.0,
+        ("none", 1): 300.0,
+        ("layernorm", 0): 500.0,
+        ("layernorm", 1): 500.0,
+    }
     for (variant, seed), final in finals.items():
         fake_cell(root, Cell("CartPole-v1", variant, seed), [(0, 0.0), (1000, final)])
     table = aggregate(root, out, grid, ["none", "layernorm"])
@@ -60,12 +65,12 @@ def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     assert none["auc_mean"] == 100.0  # mean height of 0->100 and 0->300 lines
     assert none["reached"] == 0 and math.isinf(none["steps_median"])
     layer = table["CartPole-v1", "layernorm"]
-    assert layer["reached"] == 1 and layer["steps_median"] == 1000.0
+    assert layer["reached"] == 2 and layer["steps_median"] == 1000.0
     rows = list(csv.DictReader((out / "runs.csv").read_text().splitlines()))
-    assert len(rows) == 6 and {r["variant"] for r in rows} == {"none", "layernorm"}
+    assert len(rows) == 8 and {r["variant"] for r in rows} == {"none", "layernorm"}
     text = (out / "tables.md").read_text()
     assert "| none | 2 | 200.0 [100.0, 300.0] |" in text
-    assert "1,000 (1/1 reached)" in text
+    assert "1,000 (2/2 reached)" in text
     difference, (low, high) = layer["vs_none"]
     assert difference == 300.0 and (low, high) == (200.0, 400.0)  # none's mean is 100..300
     assert "| +300.0 [+200.0, +400.0] |" in text and "| baseline |" in text
@@ -105,7 +110,8 @@ def test_overview_marks_each_variant_against_no_norm_on_every_env():
     text = overview_table(summarize(curves), ["CartPole-v1", "Acrobot-v1"], VARIANTS)
     assert "| none | 110.0 | -70.0 |" in text
     assert "| layernorm | 305.0 (better) | -70.0 (tie) |" in text
-    assert "| rmsnorm | not run | -300.0 (worse, 1 seeds) |" in text  # fewer than the others
+    # One seed: no interval to judge it by, and fewer seeds than the others.
+    assert "| rmsnorm | not run | -300.0 (untested, 1 seeds) |" in text
     assert "batchnorm |" not in text  # variants run on no env are left out
 
 
@@ -171,3 +177,16 @@ def test_envs_without_a_reference_point_get_no_reference_line(tmp_path):
     fake_cell(root, Cell("CartPole-v1", "none", 0), [(0, 10.0), (1000, 20.0)])
     aggregate(root, out, cells(["CartPole-v1"], ["none"], [0]), ["none"])
     assert "Reference:" not in (out / "tables.md").read_text()
+
+
+def test_one_seed_is_never_called_better_or_worse(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "results"
+    fake_cell(root, Cell("CartPole-v1", "none", 0), [(0, 10.0), (1000, 20.0)])
+    fake_cell(root, Cell("CartPole-v1", "layernorm", 0), [(0, 10.0), (1000, 90.0)])
+    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0])
+    table = aggregate(root, out, grid, ["none", "layernorm"])
+    assert table["CartPole-v1", "layernorm"]["vs_none"] == (70.0, None)
+    text = (out / "tables.md").read_text()
+    assert "| +70.0 (too few seeds for an interval) |" in text
+    assert "better: no variant;" in text and "Too few seeds to tell: layernorm." in text
+    assert "(untested)" in overview_table(table, ["CartPole-v1"], ["none", "layernorm"])
