@@ -23,6 +23,7 @@ from qnorm import QnormError
 # per frame slot, besides the frame: action int64, reward float32, terminated and truncated
 # bools, and the slot's place in (and entry of) the list of sampleable slots, both int64
 META_BYTES_PER_SLOT = 8 + 4 + 1 + 1 + 8 + 8
+RECORDS = ("actions", "rewards", "terminated", "truncated")
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,7 @@ class FrameReplayBuffer:
         self.rewards = torch.zeros(slots, dtype=torch.float32)
         self.terminated = torch.zeros(slots, dtype=torch.bool)
         self.truncated = torch.zeros(slots, dtype=torch.bool)
-        self._records = {
-            name: getattr(self, name).numpy()
-            for name in ("actions", "rewards", "terminated", "truncated")
-        }
+        self._records = {name: getattr(self, name).numpy() for name in RECORDS}
         # the sampleable slots: the first _count entries of _valid, in any order, and each
         # slot's index there (-1 when not sampleable), so adding and dropping one is O(1)
         self._valid = torch.empty(slots, dtype=torch.int64)
@@ -316,6 +314,68 @@ class FrameReplayBuffer:
         self._valid_host[index] = moved
         self._where[moved] = index
         self._where[slot] = -1
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything but the frames, for a training-state snapshot (``agents.frame_store``)."""
+        return {
+            **{name: getattr(self, name) for name in RECORDS},
+            "valid": self._valid[: self._count],
+            "where": torch.from_numpy(self._where),
+            "last": torch.from_numpy(self._last),
+            "starts": torch.from_numpy(self._starts),
+            "generator": self.generator.get_state(),
+        }
+
+    def state(self) -> dict:
+        """The layout and the streams' frame counts, for a training-state snapshot."""
+        return {"layout": self._layout_record(), "written": list(self._written)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Restore what ``state_tensors`` and ``state`` saved (the frames are read separately)."""
+        if state.get("layout") != self._layout_record():
+            raise QnormError(
+                f"the snapshot's frame replay {state.get('layout')} does not fit this run's "
+                f"{self._layout_record()}"
+            )
+        targets = {
+            **{name: getattr(self, name) for name in RECORDS},
+            "where": torch.from_numpy(self._where),
+            "last": torch.from_numpy(self._last),
+            "starts": torch.from_numpy(self._starts),
+        }
+        for name, target in targets.items():
+            if tuple(tensors[name].shape) != tuple(target.shape):
+                raise QnormError(
+                    f"the snapshot's replay field {name!r} has shape {tuple(tensors[name].shape)}"
+                )
+            target.copy_(tensors[name])
+        valid = tensors["valid"]
+        self._count = len(valid)
+        self._valid[: self._count] = valid
+        self._written = [int(n) for n in state["written"]]
+        self.generator.set_state(tensors["generator"])
+
+    def _layout_record(self) -> dict:
+        layout = self.layout
+        return {
+            "capacity": layout.capacity,
+            "obs_shape": list(layout.obs_shape),
+            "obs_dtype": layout.obs_dtype.name,
+            "num_envs": layout.num_envs,
+            "frame_stack": layout.frame_stack,
+        }
+
+    def frame_counts(self) -> list[int]:
+        """Frames each env's stream has written so far."""
+        return list(self._written)
+
+    def slots_written_since(self, counts: list[int]) -> np.ndarray:
+        """The frame slots written since the streams had written ``counts`` frames."""
+        parts = []
+        for env, (before, now) in enumerate(zip(counts, self._written, strict=True)):
+            n = min(now - before, self._sizes[env])
+            parts.append(self._bases[env] + np.arange(now - n, now) % self._sizes[env])
+        return np.concatenate(parts)
 
     def sample(self, batch_size: int) -> Batch:
         """``batch_size`` transitions drawn uniformly with replacement."""

@@ -149,6 +149,7 @@ def env_state(envs, at_boundary: bool) -> dict:
     return {
         "at_boundary": True,
         "np_random": [generator_state(e.unwrapped.np_random) for e in subs],
+        "games": [_game_state(e) for e in subs],
     }
 
 
@@ -161,10 +162,41 @@ def restore_env_state(envs, state: dict, seed: int) -> bool:
     if not state.get("at_boundary"):
         return False
     vector = envs.unwrapped
-    for sub, rng_state in zip(vector.envs, state["np_random"], strict=True):
+    games = state.get("games", [None] * len(vector.envs))
+    for sub, rng_state, game in zip(vector.envs, state["np_random"], games, strict=True):
         set_generator_state(sub.unwrapped.np_random, rng_state)
+        if game is not None:
+            _set_game_state(sub, game)
     # The next step() resets every sub-env from the generators above, as the original run's
     # next step did; episode statistics restart there too.
     vector._autoreset_envs[:] = True
     envs.prev_dones[:] = True
     return True
+
+
+def _minatar_game(env):
+    """A MinAtar env's game: it draws from its own legacy generator, not the env's np_random."""
+    game = getattr(env.unwrapped, "game", None)
+    return game if isinstance(getattr(game, "random", None), np.random.RandomState) else None
+
+
+def _game_state(env) -> dict | None:
+    """A MinAtar game's state that outlives a reset: its generator and the sticky action."""
+    game = _minatar_game(env)
+    if game is None:
+        return None
+    state = game.random.get_state(legacy=False)
+    random = {**state, "state": {**state["state"], "key": state["state"]["key"].tolist()}}
+    return {"random": random, "last_action": int(game.last_action)}
+
+
+def _set_game_state(env, state: dict) -> None:
+    game = _minatar_game(env)
+    if game is None:
+        raise QnormError(
+            "the snapshot holds a MinAtar game's state, but this env is no MinAtar game"
+        )
+    random = state["random"]
+    key = np.asarray(random["state"]["key"], dtype=np.uint32)
+    game.random.set_state({**random, "state": {**random["state"], "key": key}})
+    game.last_action = int(state["last_action"])

@@ -23,6 +23,7 @@ from agents.envs.learning_signal import LearningSignal
 from agents.evaluation import run_episodes
 from agents.finite_guard import FiniteGuard
 from agents.frame_replay import FrameReplayBuffer
+from agents.frame_store import FrameSnapshots
 from agents.interrupts import Interrupted, stop_requests
 from agents.network_specs import network_spec
 from agents.progress import Progress
@@ -114,15 +115,20 @@ def _resume(config, envs, eval_env, agent, run_dir: Path, should_stop) -> TrainR
     """Continue the run in ``run_dir`` from its snapshot."""
     tensors, state = read_snapshot(run_dir)
     agent.load_state_tensors(tensors)  # a snapshot that does not fit fails before any write
-    if state["global_step"] > config.run.total_timesteps:
+    try:
+        step = int(state["global_step"])
+        if step > config.run.total_timesteps:
+            raise QnormError(
+                f"the snapshot is at step {step:,}, past --total-timesteps "
+                f"{config.run.total_timesteps:,}"
+            )
+        # Everything logged at the snapshot's step came before it was written: keep that.
+        trainer = Trainer(config, envs, eval_env, agent, run_dir, should_stop, purge_step=step + 1)
+        trainer.restore(tensors, state)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise QnormError(
-            f"the snapshot is at step {state['global_step']:,}, past --total-timesteps "
-            f"{config.run.total_timesteps:,}"
-        )
-    # Everything logged at the snapshot's step came before it was written: keep that.
-    purge = state["global_step"] + 1
-    trainer = Trainer(config, envs, eval_env, agent, run_dir, should_stop, purge_step=purge)
-    trainer.restore(tensors, state)
+            f"the snapshot in {snapshot_dir(run_dir)} is incomplete or damaged ({exc!r})"
+        ) from None
     return trainer.run()
 
 
@@ -177,7 +183,8 @@ class Trainer:
         self.buffer = make_replay(config, space, family.frame_stack, agent.device)
         # Reward clipping and life-loss terminals shape what is learned, never what is logged.
         self.signal = LearningSignal(family, config.run.num_envs)
-        self.logger = RunLogger(run_dir, config.to_dict(), purge_step)
+        self.purge_step = purge_step  # the logger opens in run(): a refused resume writes nothing
+        self.logger: RunLogger | None = None
         self.guard = FiniteGuard(config.run.env_id)
         self.global_step = 0
         self.num_updates = 0
@@ -185,8 +192,9 @@ class Trainer:
         self.best_checkpoint: Path | None = None
         self.evaluations: list[tuple[int, float]] = []
         self.recent_returns: list[float] = []
-        # Training-state snapshots (vector observations; not yet for the frame replay).
-        self.snapshots = isinstance(self.buffer, ReplayBuffer)
+        # Training-state snapshots; a frame replay keeps its frames in chunk files beside them.
+        frame_replay = isinstance(self.buffer, FrameReplayBuffer)
+        self.frames = FrameSnapshots(run_dir, self.buffer) if frame_replay else None
         self.next_state_step = self.run_cfg.state_freq
         self.resumed: tuple[dict, dict] | None = None
 
@@ -195,6 +203,7 @@ class Trainer:
         n_envs = self.run_cfg.num_envs
         iterations = -(-self.run_cfg.total_timesteps // n_envs)
         first, obs, just_reset = self.start()
+        self.logger = RunLogger(self.run_dir, self.config.to_dict(), self.purge_step)
         iteration = first - 1  # a resumed run with no steps left runs no iteration
         progress = Progress(iterations * n_envs, self.run_cfg.progress, initial=self.global_step)
         clock = (time.perf_counter(), self.global_step)  # this process's start, for SPS
@@ -264,7 +273,7 @@ class Trainer:
     def write_state(self, iteration: int, obs: np.ndarray, just_reset: np.ndarray) -> bool:
         """Write the training-state snapshot of this point of the run; False if there is none."""
         freq = self.run_cfg.state_freq
-        if not (freq and self.snapshots):
+        if not freq:
             return False
         self.next_state_step = (self.global_step // freq + 1) * freq
         at_boundary = bool(just_reset.all())
@@ -285,13 +294,22 @@ class Trainer:
             "last_good": None if self.guard.last_good is None else str(self.guard.last_good),
             "evaluations": self.evaluations,
             "recent_returns": self.recent_returns,
-            "replay": self.buffer.state(),
+            "replay": self.replay_state(),
             "agent_rng": generator_state(self.agent.rng),
             "lives": self.signal.lives.tolist(),
             "env": env_state(self.envs, at_boundary),
         }
         write_snapshot(self.run_dir, tensors, state)
+        if self.frames is not None:
+            self.frames.committed()
         return True
+
+    def replay_state(self) -> dict:
+        """The replay's part of ``state.json``; a frame replay's changed frames written first."""
+        state = self.buffer.state()
+        if self.frames is not None:
+            state["frames"] = self.frames.write()
+        return state
 
     def restore(self, tensors: dict, state: dict) -> None:
         """Put the replay, counters and random states back as ``write_state`` saved them.
@@ -299,6 +317,8 @@ class Trainer:
         The agent's networks and optimizer are loaded first, by ``train``.
         """
         self.buffer.load_state(unprefixed("replay", tensors), state["replay"])
+        if self.frames is not None:
+            self.frames.restore(state["replay"]["frames"])
         torch.set_rng_state(tensors["torch.rng"])
         set_generator_state(self.agent.rng, state["agent_rng"])
         self.global_step, self.num_updates = state["global_step"], state["num_updates"]

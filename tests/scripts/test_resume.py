@@ -158,3 +158,33 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     line = assert_one_error_line(run_script(TRAIN, "--resume", tmp_path))
     assert "is not a qnorm run directory" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def steps_of(run_dir: Path, tag: str) -> list[int]:
+    return [step for step, _ in read_scalars(run_dir, tag)]
+
+
+def test_with_several_envs_a_killed_run_resumes_with_fresh_episodes_and_no_gaps(
+    killer_env, tmp_path
+):
+    # Several envs are never all at an episode boundary, so a snapshot cannot hold them: the
+    # resumed run starts fresh episodes there. What holds: the networks, optimizer, replay and
+    # counters continue, and every curve has each step once, the periodic ones at the steps
+    # an uninterrupted run logs them.
+    flags = [*FLAGS, "--num-envs", "2"]
+    alone, killed_dir = tmp_path / "alone", tmp_path / "killed"
+    assert_clean_success(run_script(TRAIN, *flags, "--run-dir", alone, env=killer_env))
+    kill_at = random.Random().randint(1500, 2500)  # the first env's steps: half the run's
+    env = {**killer_env, "QNORM_KILL_AT": str(kill_at)}
+    assert run_script(TRAIN, *flags, "--run-dir", killed_dir, env=env).returncode == -9
+    snapshot_step = json.loads((killed_dir / "state" / "state.json").read_text())["global_step"]
+    assert_clean_success(run_script(TRAIN, "--resume", killed_dir, env=killer_env))
+    final = json.loads((killed_dir / "checkpoints" / "final" / "config.json").read_text())
+    assert final["step"] == 6000
+    for tag in ("losses/td_loss", "eval/mean_return", "charts/SPS"):
+        assert steps_of(killed_dir, tag) == steps_of(alone, tag), (tag, kill_at)
+    # Episodes (two may end at one step): up to the snapshot the same run's, then fresh ones.
+    episodes, expected = (steps_of(d, "charts/episodic_return") for d in (killed_dir, alone))
+    assert episodes == sorted(episodes) and episodes[-1] > snapshot_step
+    before = [s for s in episodes if s <= snapshot_step]
+    assert before and before == [s for s in expected if s <= snapshot_step]
