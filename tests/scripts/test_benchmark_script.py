@@ -43,3 +43,23 @@ def test_a_missing_minatar_reference_fails_before_any_timing(tmp_path):
     done = run_script(BENCHMARK, *PIXELS_QUICK, "--minatar-reference", tmp_path / "no_dqn.py")
     line = assert_one_error_line(done)
     assert "not a file" in line and done.stdout == ""
+
+
+def test_snapshots_prints_the_cost_of_each_snapshot_and_cleans_up(tmp_path):
+    done = run_script(
+        BENCHMARK,
+        *("--snapshots", "--snapshot-atari", "40000", "--snapshot-new", "500"),
+        *("--repeats", "2", "--snapshot-dir", tmp_path),
+    )
+    assert_clean_success(done)
+    lines = done.stdout.splitlines()
+    cost = [line for line in lines if " MB written, " in line]
+    assert [line.split(":")[0].strip() for line in cost] == [
+        "CartPole, 100,000 transitions",
+        "first snapshot (every frame)",
+        "after 500 more frames",
+    ]
+    first, later = (float(line.split(", ")[1].split()[0]) for line in cost[1:])
+    # 40,000 frames of 7 kB in five chunk files; then the one or two that 500 frames touch
+    assert first > 280 and 60 < later < 150
+    assert list(tmp_path.iterdir()) == []
