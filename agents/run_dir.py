@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,3 +71,25 @@ def unlock_run_dir(run_dir: Path) -> None:
     fd = _LOCKS.pop(Path(run_dir), None)
     if fd is not None:
         os.close(fd)
+
+
+# The folders a run writes into besides its own: checkpoints, and an image run's frame chunks.
+WRITTEN_SUBDIRS = ("checkpoints", "state.frames")
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run directory (or the folders in it that training writes) that is read-only.
+
+    Tried with an unnamed temporary file, so the check itself leaves nothing behind.
+    """
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *(run_dir / name for name in WRITTEN_SUBDIRS)):
+        if not folder.is_dir():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise QnormError(
+                f"cannot write in {folder} ({exc.strerror or exc}); the run is left as it was"
+            ) from None

@@ -28,7 +28,7 @@ from agents.interrupts import Interrupted, stop_requests
 from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
-from agents.run_dir import create_run_dir, lock_run_dir, unlock_run_dir
+from agents.run_dir import check_writable, create_run_dir, lock_run_dir, unlock_run_dir
 from agents.schedules import linear_epsilon
 from agents.snapshot import (
     env_state,
@@ -102,6 +102,7 @@ def train(
         run_dir = Path(config.run.run_dir)
         lock_run_dir(run_dir)
         try:
+            check_writable(run_dir)
             return _resume(config, envs, eval_env, agent, run_dir, should_stop)
         finally:
             unlock_run_dir(run_dir)

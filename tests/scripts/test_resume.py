@@ -4,9 +4,12 @@ same run left alone ends; what resume refuses, and what it leaves untouched when
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,81 @@ def test_with_several_envs_a_killed_run_resumes_with_fresh_episodes_and_no_gaps(
     assert episodes == sorted(episodes) and episodes[-1] > snapshot_step
     before = [s for s in episodes if s <= snapshot_step]
     assert before and before == [s for s in expected if s <= snapshot_step]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` unwritable for this user: chmod for a user, the immutable flag for root."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", folder]).returncode:
+        pytest.skip("root ignores file modes, and chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", folder], check=True)
+
+
+@pytest.mark.parametrize("where", [".", "checkpoints", "state.frames"])
+def test_resume_of_a_read_only_run_dir_is_refused_and_changes_nothing(
+    killer_env, uninterrupted, tmp_path, where
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    (run_dir / "state.frames").mkdir()  # as an image run has it
+    before = snapshot(run_dir)
+    with read_only(run_dir / where):
+        ran = run_script(TRAIN, "--resume", run_dir, "--total-timesteps", "7000", env=killer_env)
+    assert f"cannot write in {run_dir / where} " in assert_one_error_line(ran)
+    assert snapshot(run_dir) == before
+
+
+# Loaded at start-up by each Python started with its folder on PYTHONPATH: the snapshot
+# write number QNORM_FULL_AT meets a full disk (the others write normally).
+FULL_DISK = """\
+import errno
+import os
+
+import safetensors.torch
+
+_save_file = safetensors.torch.save_file
+_writes = []
+
+
+def save_file(tensors, filename, metadata=None):
+    if (metadata or {}).get("format") == "qnorm-state":
+        _writes.append(filename)
+        if len(_writes) == int(os.environ.get("QNORM_FULL_AT", "0")):
+            with open(filename, "wb") as handle:
+                handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return _save_file(tensors, filename, metadata=metadata)
+
+
+safetensors.torch.save_file = save_file
+"""
+
+
+def test_a_disk_full_during_a_snapshot_stops_the_run_and_keeps_the_previous_one(
+    killer_env, uninterrupted, tmp_path
+):
+    folder = tmp_path / "full_disk"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(FULL_DISK)
+    env = {**killer_env, "PYTHONPATH": f"{folder}{os.pathsep}{killer_env['PYTHONPATH']}"}
+    run_dir = tmp_path / "run"
+    ran = run_script(TRAIN, *FLAGS, "--run-dir", run_dir, env={**env, "QNORM_FULL_AT": "3"})
+    line = assert_one_error_line(ran)
+    assert "No space left on device; the previous snapshot is intact" in line
+    state = json.loads((run_dir / "state" / "state.json").read_text())
+    assert 2000 <= state["global_step"] < 3000  # the second snapshot, every 1,000 steps
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+    # Once there is room again, the run resumes from it and ends where the run left alone does.
+    assert_clean_success(run_script(TRAIN, "--resume", run_dir, env=killer_env))
+    expected, got = weights(uninterrupted), weights(run_dir)
+    assert all((expected[k] == got[k]).all() for k in expected)
