@@ -11,6 +11,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from agents.checkpoint import write_json
+from agents.snapshot import STATE_FILE, snapshot_dir
 from agents.study.grid import Cell, cell_config
 from agents.training import train
 from qnorm import QnormError
@@ -35,15 +36,37 @@ def run_cell(root: str, cell: dict, overrides: dict) -> dict:
     run_dir = cell_dir(Path(root), cell_obj)
     if is_done(Path(root), cell_obj):
         return {**cell, "status": "skipped"}
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted attempt at this cell: start it again
-    result = train(cell_config(cell_obj, str(run_dir), overrides))
+    config = cell_config(cell_obj, str(run_dir), overrides)
+    result = _continued(config, run_dir) if run_dir.exists() else None
+    status = "trained" if result is None else "resumed"
+    if result is None:
+        result = train(config)
     with open(run_dir / CURVE_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "mean_return"])
         writer.writerows(result.evaluations)
     write_json(run_dir / DONE_FILE, {**cell, "steps": result.global_step})
-    return {**cell, "status": "trained"}
+    return {**cell, "status": status}
+
+
+def _continued(config, run_dir: Path):
+    """An interrupted attempt at this cell, resumed from its snapshot; else it is removed.
+
+    Only an attempt with this very config is resumed (the study's overrides may have changed
+    since), and one whose snapshot cannot be read is started again from scratch.
+    """
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        recorded = None
+    wanted = json.loads(json.dumps(config.to_dict()))
+    if recorded == wanted and (snapshot_dir(run_dir) / STATE_FILE).is_file():
+        try:
+            return train(config, resume=True)
+        except QnormError:
+            pass  # a damaged snapshot: start the cell again
+    shutil.rmtree(run_dir)
+    return None
 
 
 def run_local(root: Path, todo: list[Cell], overrides: dict, workers: int, report) -> None:

@@ -9,8 +9,9 @@ import pytest
 from agents.checkpoint import write_json
 from agents.study import stats
 from agents.study.aggregate import aggregate, overview_table, summarize
-from agents.study.grid import VARIANTS, Cell, cells
+from agents.study.grid import VARIANTS, Cell, cell_config, cells
 from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, run_cell
+from agents.training import train
 from qnorm import QnormError
 
 
@@ -190,3 +191,43 @@ def test_one_seed_is_never_called_better_or_worse(tmp_path):
     assert "| +70.0 (too few seeds for an interval) |" in text
     assert "better: no variant;" in text and "Too few seeds to tell: layernorm." in text
     assert "(untested)" in overview_table(table, ["CartPole-v1"], ["none", "layernorm"])
+
+
+TINY_CELL = {
+    "run.total_timesteps": 3000,
+    "dqn.learning_starts": 300,
+    "run.eval_freq": 1000,
+    "run.eval_episodes": 2,
+    "run.state_freq": 500,
+    "network.hidden_sizes": [16],
+}
+
+
+def curve_of(root: Path, cell: Cell) -> list[list[str]]:
+    return list(csv.reader((cell_dir(root, cell) / CURVE_FILE).open()))
+
+
+def test_an_interrupted_cell_resumes_from_its_snapshot(tmp_path):
+    cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
+    alone, stopped = tmp_path / "alone", tmp_path / "stopped"
+    assert run_cell(str(alone), cell, TINY_CELL)["status"] == "trained"
+    # An attempt that ended early (a killed worker, a Ctrl-C) left its snapshot at step 1,000.
+    config = cell_config(Cell(**cell), str(cell_dir(stopped, Cell(**cell))), TINY_CELL)
+    train(config, should_stop=lambda step, _: step >= 1000)
+    result = run_cell(str(stopped), cell, TINY_CELL)
+    assert result["status"] == "resumed"
+    # The same evaluation steps, and the one before the stop is the uninterrupted run's (after
+    # it, fresh episodes: a stop mid-episode is not at a boundary, so not bit for bit).
+    resumed, expected = curve_of(stopped, Cell(**cell)), curve_of(alone, Cell(**cell))
+    assert [row[0] for row in resumed] == [row[0] for row in expected]
+    assert resumed[1] == expected[1] == ["1000", resumed[1][1]]
+
+
+def test_an_interrupted_cell_of_other_settings_starts_again(tmp_path):
+    cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
+    config = cell_config(Cell(**cell), str(cell_dir(tmp_path, Cell(**cell))), TINY_CELL)
+    train(config, should_stop=lambda step, _: step >= 1000)
+    changed = {**TINY_CELL, "run.eval_freq": 1500}
+    assert run_cell(str(tmp_path), cell, changed)["status"] == "trained"
+    steps = [int(row[0]) for row in curve_of(tmp_path, Cell(**cell))[1:]]
+    assert steps == [1500, 3000]
