@@ -24,6 +24,7 @@ class FiniteGuard:
     def __init__(self, env_id: str) -> None:
         self.env_id = env_id
         self.last_good: Path | None = None  # the newest checkpoint written from finite weights
+        self.last_snapshot: tuple[Path, int] | None = None  # the newest snapshot, and its step
 
     def check_env(self, obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
         """Raise if a step of the env returned a non-finite observation or reward."""
@@ -53,17 +54,23 @@ class FiniteGuard:
                 f"finite{self.last_good_text()}"
             )
 
-    def check_parameters(self, net: nn.Module, step: int) -> None:
-        """Raise, instead of saving, if any parameter or norm buffer of ``net`` is not finite."""
+    def check_parameters(self, net: nn.Module, step: int, what: str = "checkpoint") -> None:
+        """Raise, instead of saving a ``what``, if a parameter or norm buffer is not finite."""
         tensors = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
         if not all(bool(torch.isfinite(t).all()) for t in tensors):
             raise QnormError(
                 f"training diverged by step {step}: the network has non-finite weights, so "
-                f"no checkpoint was written from it{self.last_good_text()}"
+                f"no {what} was written from it{self.last_good_text()}"
             )
 
     def last_good_text(self) -> str:
-        """The end of an error sentence that names the last good checkpoint."""
-        if self.last_good is None:
-            return " (no checkpoint was written before)"
-        return f"; the last good checkpoint is {self.last_good}"
+        """The end of an error sentence naming the last good checkpoint and snapshot."""
+        text = (
+            " (no checkpoint was written before)"
+            if self.last_good is None
+            else f"; the last good checkpoint is {self.last_good}"
+        )
+        if self.last_snapshot is not None:
+            where, step = self.last_snapshot
+            text += f", the last good snapshot {where} (step {step:,})"
+        return text

@@ -277,6 +277,8 @@ class Trainer:
         if not freq:
             return False
         self.next_state_step = (self.global_step // freq + 1) * freq
+        for net in (self.agent.online, self.agent.target):  # never replace a good snapshot
+            self.guard.check_parameters(net, self.global_step, "snapshot")
         at_boundary = bool(just_reset.all())
         tensors = {
             **self.agent.state_tensors(),
@@ -303,6 +305,7 @@ class Trainer:
         write_snapshot(self.run_dir, tensors, state)
         if self.frames is not None:
             self.frames.committed()
+        self.guard.last_snapshot = (snapshot_dir(self.run_dir), self.global_step)
         return True
 
     def replay_state(self) -> dict:
@@ -329,6 +332,7 @@ class Trainer:
         path = state["best_checkpoint"]
         self.best_checkpoint = None if path is None else Path(path)
         self.guard.last_good = None if state["last_good"] is None else Path(state["last_good"])
+        self.guard.last_snapshot = (snapshot_dir(self.run_dir), state["global_step"])
         self.evaluations = [tuple(e) for e in state["evaluations"]]
         self.recent_returns = list(state["recent_returns"])
         self.signal.lives = np.asarray(state["lives"], dtype=np.int64)

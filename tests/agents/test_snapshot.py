@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,23 @@ def test_a_crash_between_the_renames_keeps_the_last_snapshot(tmp_path):
     write_snapshot(tmp_path, {"w": torch.zeros(3)}, {"step": 2})  # never deletes the only one
     assert read_snapshot(tmp_path)[1]["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_a_network_gone_non_finite_never_replaces_the_last_good_snapshot(tmp_path):
+    from test_training_semantics import make_trainer, tiny_config
+
+    trainer = make_trainer(tiny_config(tmp_path, run__state_freq=100))
+    try:
+        trainer.run()  # ends with a snapshot of finite weights at step 400
+        kept = (snapshot_dir(trainer.run_dir) / "tensors.safetensors").read_bytes()
+        with torch.no_grad():
+            next(trainer.agent.online.parameters())[0] = float("nan")
+        obs = np.zeros((1, 4), dtype=np.float32)
+        with pytest.raises(QnormError, match="no snapshot was written from it") as error:
+            trainer.write_state(1, obs, np.ones(1, dtype=bool))
+        assert f"the last good snapshot {snapshot_dir(trainer.run_dir)} (step 400)" in str(
+            error.value
+        )
+        assert (snapshot_dir(trainer.run_dir) / "tensors.safetensors").read_bytes() == kept
+    finally:
+        trainer.envs.close()

@@ -4,10 +4,12 @@ an env that raises stop the run with one ``error:`` line, and what was saved bef
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from script_helpers import (
     TRAIN,
     assert_clean_success,
@@ -61,7 +63,7 @@ for fault in ("nan_obs", "inf_reward", "huge_reward", "raise", "float64_obs"):
 FLAGS = [
     *("--total-timesteps", "1500", "--learning-starts", "100", "--hidden-sizes", "32", "32"),
     *("--eval-freq", "0", "--checkpoint-freq", "200", "--train-freq", "4"),
-    *("--batch-size", "16", "--buffer-size", "2000"),
+    *("--batch-size", "16", "--buffer-size", "2000", "--state-freq", "200"),
 ]
 # fault: what the one error line says (None: the run succeeds)
 FAULTS = {
@@ -104,6 +106,12 @@ def test_a_fault_stops_the_run_with_one_line_and_keeps_the_good_checkpoints(faul
     assert "final" not in [p.name for p in saved]  # nothing saved from the broken state
     assert all(finite_weights(p) for p in saved)
     assert all(int(p.name) <= step for p in saved)
+    # The snapshot for --resume is the last good one too, named in the line.
+    state = json.loads((run_dir / "state" / "state.json").read_text())
+    assert state["global_step"] <= step
+    assert f"the last good snapshot {run_dir / 'state'} (step {state['global_step']:,})" in line
+    tensors = load_file(run_dir / "state" / "tensors.safetensors")
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("online."))
 
 
 def test_an_env_with_float64_observations_trains(faulty_runs):
