@@ -151,6 +151,8 @@ def resume_config(run_dir: str, flags: dict[str, object]) -> TrainConfig:
         config = TrainConfig.from_dict(json.loads(path.read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as exc:
         raise QnormError(f"{path} is unreadable or not a training config: {exc}") from None
+    except QnormError as exc:  # unknown fields or values out of range
+        raise QnormError(f"{path} is not a valid training config: {exc}") from None
     refused = [key for key in flags if key not in RESUME_FLAGS]
     if refused:
         names = ", ".join("--" + key.partition(".")[2].replace("_", "-") for key in refused)

@@ -3,6 +3,7 @@
 python scripts/benchmark.py                 # SPS ratios for zoo and per-step, latencies
 python scripts/benchmark.py --solve         # also: seconds to solve CartPole-v1
 python scripts/benchmark.py --snapshots     # what a --resume snapshot costs (writes ~8 GB)
+python scripts/benchmark.py --guard-cost    # the NaN guard's share of the training loop
 python scripts/benchmark.py --pixels --skip-speed --minatar-reference PATH
     # CNN latencies in place of the MLP ones, and MinAtar Breakout training speed beside
     # MinAtar's examples/dqn.py (PATH: your own copy of that file; it is not part of qnorm)
@@ -17,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from agents.bench import pixel_suite, snapshot_cost, suite
+from agents.bench import guard_cost, pixel_suite, snapshot_cost, suite
 from agents.bench.configs import CONFIGS
 from agents.bench.pixel_latency import Budget
 from agents.cli import ArgumentParser, run_main
@@ -51,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the cost of training-state snapshots (CartPole and 1M Atari frames)",
     )
+    p.add_argument(
+        "--guard-cost",
+        action="store_true",
+        help="only the NaN guard's share of the training loop (--configs, --repeats)",
+    )
     p.add_argument("--snapshot-atari", type=int, default=1_000_000, help="Atari transitions")
     p.add_argument("--snapshot-new", type=int, default=50_000, help="frames between snapshots")
     p.add_argument("--snapshot-dir", default=None, help="where to write them (a temp folder)")
@@ -69,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"default torch threads; torch {torch.__version__}; benchmark threads {args.threads}"
     )
+    if args.guard_cost:
+        guard_cost.report(out, args.configs, args.total_timesteps or 20_000, args.repeats)
+        return 0
     if args.snapshots:
         snapshot_cost.report(
             out, 100_000, args.snapshot_atari, args.snapshot_new, args.repeats, args.snapshot_dir

@@ -63,3 +63,17 @@ def test_snapshots_prints_the_cost_of_each_snapshot_and_cleans_up(tmp_path):
     # 40,000 frames of 7 kB in five chunk files; then the one or two that 500 frames touch
     assert first > 280 and 60 < later < 150
     assert list(tmp_path.iterdir()) == []
+
+
+def test_guard_cost_prints_the_guard_share_counted_and_side_by_side():
+    done = run_script(
+        BENCHMARK, "--guard-cost", "--configs", "per-step", "--total-timesteps", "1500"
+    )
+    assert_clean_success(done)
+    per_call, row = done.stdout.splitlines()[1:3]
+    assert per_call.startswith("guard per call: check_env ")
+    assert row.startswith("per-step: 1,500 steps at ")
+    share = float(row.split("guard counted ")[1].split("%")[0])
+    ratio = float(row.split("with/without guard ")[1].split()[0])
+    assert 0 < share < 100 and ratio > 0
+    assert " 50 update phases" in row  # (1,500 - 1,000 learning starts) / train_freq 10

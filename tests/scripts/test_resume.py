@@ -129,6 +129,27 @@ def other_network(run_dir: Path) -> None:
     path.write_text(json.dumps(config))
 
 
+def edited_config(run_dir: Path, section: str, **fields) -> None:
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text())
+    config[section].update(fields)
+    path.write_text(json.dumps(config))
+
+
+def frames_of_another_buffer(run_dir: Path) -> None:
+    path = run_dir / "state" / "state.json"
+    state = json.loads(path.read_text())
+    state["replay"]["size"] = 10**9
+    path.write_text(json.dumps(state))
+
+
+def incomplete_snapshot(run_dir: Path) -> None:
+    path = run_dir / "state" / "state.json"
+    state = json.loads(path.read_text())
+    del state["replay"]
+    path.write_text(json.dumps(state))
+
+
 def no_snapshot(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "state")
 
@@ -141,6 +162,18 @@ REFUSALS = {
     "no-snapshot": (no_snapshot, [], "holds no training-state snapshot"),
     "snapshot-of-another-network": (other_network, [], "does not fit this run's network"),
     "total-below-the-snapshot": (None, ["--total-timesteps", "100"], "past --total-timesteps"),
+    "config-unknown-key": (
+        lambda d: edited_config(d, "dqn", bogus=1),
+        [],
+        "config.json is not a valid training config: DQNConfig has no field(s) bogus",
+    ),
+    "config-wrong-type": (
+        lambda d: edited_config(d, "dqn", batch_size="large"),
+        [],
+        "batch_size",
+    ),
+    "replay-of-another-size": (frames_of_another_buffer, [], "does not fit a capacity"),
+    "incomplete-snapshot": (incomplete_snapshot, [], "is incomplete or damaged"),
 }
 
 
