@@ -77,9 +77,9 @@ def report(out, config_names: list[str], steps: int, repeats: int) -> None:
     )
     for name in config_names:
         guarded, bare = [], []
-        for _ in range(repeats):  # alternating, so drifts in machine load hit both
-            guarded.append(timed_run(name, steps, True))
-            bare.append(timed_run(name, steps, False))
+        for repeat in range(repeats):  # alternating, first one then the other first
+            for with_guard in (True, False) if repeat % 2 == 0 else (False, True):
+                (guarded if with_guard else bare).append(timed_run(name, steps, with_guard))
         seconds = statistics.median(t[0] for t in guarded)
         runs_steps, phases = guarded[0][1], guarded[0][2]
         counted = (runs_steps * env_cost + phases * update_cost) / seconds
