@@ -37,6 +37,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="results folder (default: RESULTS_DIR/NAME)")
     p.add_argument("--ray-address", default="", help="run on Ray: 'auto', 'local' or an address")
     p.add_argument(
+        "--storage",
+        default="",
+        metavar="URL",
+        help="copy each cell's run directory to URL/NAME/ (e.g. s3://bucket/studies, with s3fs)",
+    )
+    p.add_argument(
         "--protocol",
         default="",
         choices=list(PROTOCOLS),
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=args.runs_dir,
         results_dir=args.results_dir,
         ray_address=args.ray_address,
+        storage=args.storage,
         out=args.out,
     )
     if args.workers:

@@ -1,4 +1,10 @@
-"""Run study cells in parallel (local processes or Ray), skipping cells already finished."""
+"""Run study cells in parallel (local processes or Ray), skipping cells already finished.
+
+Every result travels back with its task: a cell's evaluation curve is in the value it returns,
+and the driver writes it into its own runs folder (``record``), so a cluster whose workers do
+not share the driver's disk still delivers every result. A worker's run directory (checkpoints,
+TensorBoard logs) stays on its disk, or is copied to ``storage`` (any fsspec URL) when given.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
+
+import fsspec
 
 from agents.checkpoint import write_json
 from agents.snapshot import STATE_FILE, snapshot_dir
@@ -30,23 +38,70 @@ def is_done(root: Path, cell: Cell) -> bool:
     return (cell_dir(root, cell) / DONE_FILE).is_file()
 
 
-def run_cell(root: str, cell: dict, overrides: dict) -> dict:
-    """Train one cell and write its evaluation curve; a finished cell is skipped."""
+def run_cell(root: str, cell: dict, overrides: dict, storage: str = "") -> dict:
+    """Train one cell and write its evaluation curve; the result carries the curve.
+
+    A cell finished in this worker's ``root`` is not trained again; its curve is read back.
+    """
     cell_obj = Cell(**cell)
     run_dir = cell_dir(Path(root), cell_obj)
     if is_done(Path(root), cell_obj):
-        return {**cell, "status": "skipped"}
+        steps = json.loads((run_dir / DONE_FILE).read_text()).get("steps", 0)
+        curve = read_curve(Path(root), cell_obj)
+        return {**cell, "status": "skipped", "curve": curve, "steps": steps}
     config = cell_config(cell_obj, str(run_dir), overrides)
     result = _continued(config, run_dir) if run_dir.exists() else None
     status = "trained" if result is None else "resumed"
     if result is None:
         result = train(config)
+    curve = [(int(step), float(value)) for step, value in result.evaluations]
+    write_cell(run_dir, cell, curve, result.global_step)
+    if storage:
+        upload(run_dir, storage, cell_obj.name)
+    return {**cell, "status": status, "curve": curve, "steps": result.global_step}
+
+
+def write_cell(run_dir: Path, cell: dict, curve: list[tuple[int, float]], steps: int) -> None:
+    """A finished cell's curve and, last, its done marker."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / CURVE_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "mean_return"])
-        writer.writerows(result.evaluations)
-    write_json(run_dir / DONE_FILE, {**cell, "steps": result.global_step})
-    return {**cell, "status": status}
+        writer.writerows(curve)
+    write_json(run_dir / DONE_FILE, {**cell, "steps": steps})
+
+
+def record(root: Path, result: dict) -> None:
+    """Write a returned result into the driver's runs folder (where a worker's may be another)."""
+    fields = {k: result[k] for k in ("env_id", "variant", "seed")}
+    cell = Cell(**fields)
+    if result.get("curve") is None or is_done(root, cell):
+        return  # a worker sharing this disk wrote it already
+    curve = [(int(step), float(value)) for step, value in result["curve"]]
+    write_cell(cell_dir(root, cell), fields, curve, result.get("steps", 0))
+
+
+def check_storage(storage: str) -> None:
+    """Fail before any training if ``storage`` is not a URL fsspec can write to."""
+    try:
+        fsspec.core.url_to_fs(storage)
+    except (ImportError, ValueError) as exc:
+        raise QnormError(f"cannot use storage {storage!r}: {exc}") from None
+
+
+def upload(run_dir: Path, storage: str, name: str) -> str:
+    """Copy a finished run directory to ``storage/name`` (replacing an older copy)."""
+    fs, base = fsspec.core.url_to_fs(storage)
+    target = f"{base.rstrip('/')}/{name}"
+    if fs.exists(target):
+        fs.rm(target, recursive=True)
+    fs.makedirs(target, exist_ok=True)
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_file():
+            remote = f"{target}/{path.relative_to(run_dir).as_posix()}"
+            fs.makedirs(remote.rpartition("/")[0], exist_ok=True)
+            fs.put_file(str(path), remote)
+    return target
 
 
 def _continued(config, run_dir: Path):
@@ -69,18 +124,22 @@ def _continued(config, run_dir: Path):
     return None
 
 
-def run_local(root: Path, todo: list[Cell], overrides: dict, workers: int, report) -> None:
+def run_local(
+    root: Path, todo: list[Cell], overrides: dict, workers: int, report, storage: str = ""
+) -> None:
     """Run cells in ``workers`` fresh processes, one torch thread each."""
     if not todo:
         return
     context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_cell, str(root), asdict(c), overrides) for c in todo]
+        futures = [pool.submit(run_cell, str(root), asdict(c), overrides, storage) for c in todo]
         for future in futures:
             report(future.result())
 
 
-def run_ray(root: Path, todo: list[Cell], overrides: dict, address: str, report) -> None:
+def run_ray(
+    root: Path, todo: list[Cell], overrides: dict, address: str, report, storage: str = ""
+) -> None:
     """Run cells as Ray tasks (one CPU each) on the cluster at ``address``."""
     try:
         import ray
@@ -88,7 +147,7 @@ def run_ray(root: Path, todo: list[Cell], overrides: dict, address: str, report)
         raise QnormError("--ray-address needs Ray: pip install -e '.[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_cell)
-    pending = [remote.remote(str(root), asdict(c), overrides) for c in todo]
+    pending = [remote.remote(str(root), asdict(c), overrides, storage) for c in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         report(ray.get(ready[0]))

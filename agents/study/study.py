@@ -46,6 +46,7 @@ class StudySpec:
     results_dir: str = "results"
     workers: int = os.cpu_count() or 1
     ray_address: str = ""
+    storage: str = ""  # a URL (fsspec) the cells' run directories are copied to, if any
     out: str = ""  # results folder, if not results_dir/name
 
     @property
@@ -71,13 +72,19 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
         todo = [c for c in grid if not runner.is_done(spec.runs_root, c) and c not in recorded]
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
 
+        if spec.storage:
+            runner.check_storage(spec.storage)
+
         def announce(result: dict) -> None:
+            runner.record(spec.runs_root, result)  # the result came back with its task
             report(f"  {result['status']}: {result['env_id']} {result['variant']} {result['seed']}")
 
+        where = spec.storage and f"{spec.storage.rstrip('/')}/{spec.name}"
+        args = (spec.runs_root, todo, spec.overrides)
         if spec.ray_address:
-            runner.run_ray(spec.runs_root, todo, spec.overrides, spec.ray_address, announce)
+            runner.run_ray(*args, spec.ray_address, announce, where)
         else:
-            runner.run_local(spec.runs_root, todo, spec.overrides, spec.workers, announce)
+            runner.run_local(*args, spec.workers, announce, where)
     runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
     table = aggregate.aggregate(spec.runs_root, spec.results_root, grid, spec.variants)
     report(f"results: {spec.results_root}/tables.md, runs.csv and one PNG per env")

@@ -10,7 +10,7 @@ from agents.checkpoint import write_json
 from agents.study import stats
 from agents.study.aggregate import aggregate, overview_table, summarize
 from agents.study.grid import VARIANTS, Cell, cell_config, cells
-from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, run_cell
+from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, check_storage, record, run_cell
 from agents.training import train
 from qnorm import QnormError
 
@@ -231,3 +231,67 @@ def test_an_interrupted_cell_of_other_settings_starts_again(tmp_path):
     assert run_cell(str(tmp_path), cell, changed)["status"] == "trained"
     steps = [int(row[0]) for row in curve_of(tmp_path, Cell(**cell))[1:]]
     assert steps == [1500, 3000]
+
+
+def test_results_travel_back_with_their_tasks_to_the_drivers_folder(tmp_path):
+    cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
+    worker, driver = tmp_path / "worker", tmp_path / "driver"  # two disks, as on a cluster
+    result = run_cell(str(worker), cell, {**TINY_CELL, "run.total_timesteps": 2000})
+    assert [step for step, _ in result["curve"]] == [1000, 2000]
+    record(driver, result)
+    assert curve_of(driver, Cell(**cell)) == curve_of(worker, Cell(**cell))
+    assert not (cell_dir(driver, Cell(**cell)) / "checkpoints").exists()
+    skipped = run_cell(str(worker), cell, {})  # finished there: read back, not retrained
+    assert skipped["status"] == "skipped" and skipped["curve"] == result["curve"]
+
+
+def test_run_directories_are_copied_to_the_storage_url(tmp_path):
+    cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
+    storage = f"file://{tmp_path / 'bucket'}"
+    run_cell(str(tmp_path / "worker"), cell, {**TINY_CELL, "run.total_timesteps": 1000}, storage)
+    copy = tmp_path / "bucket" / Cell(**cell).name
+    assert (copy / "checkpoints" / "final" / "model.safetensors").is_file()
+    assert (copy / CURVE_FILE).read_text() == (
+        cell_dir(tmp_path / "worker", Cell(**cell)) / CURVE_FILE
+    ).read_text()
+    with pytest.raises(QnormError, match="cannot use storage"):
+        check_storage("nosuchprotocol://bucket/x")
+
+
+def test_a_ray_cluster_whose_workers_have_their_own_disk_delivers_every_result(
+    tmp_path, monkeypatch
+):
+    ray = pytest.importorskip("ray")
+    from agents.study.study import StudySpec, run_study
+
+    driver, elsewhere = tmp_path / "driver", tmp_path / "worker_dir"
+    driver.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "README").write_text("the workers' own working directory\n")
+    monkeypatch.chdir(driver)  # the runs folder is relative: each side resolves its own
+    ray.init(num_cpus=2, runtime_env={"working_dir": str(elsewhere)}, include_dashboard=False)
+    try:
+        spec = StudySpec(
+            name="tiny",
+            envs=["CartPole-v1"],
+            variants=["none", "layernorm"],
+            seeds=1,
+            overrides={**TINY_CELL, "run.total_timesteps": 1000},
+            ray_address="local",
+            results_dir=str(tmp_path / "results"),
+            storage=f"file://{tmp_path / 'bucket'}",
+        )
+        run_study(spec, report=lambda line: None)
+    finally:
+        ray.shutdown()
+    rows = list(csv.DictReader((tmp_path / "results" / "tiny" / "runs.csv").open()))
+    assert sorted((r["variant"], r["step"]) for r in rows) == [
+        ("layernorm", "1000"),
+        ("none", "1000"),
+    ]
+    for variant in ("none", "layernorm"):
+        here = cell_dir(driver / spec.runs_root, Cell("CartPole-v1", variant, 0))
+        assert (here / CURVE_FILE).is_file()  # written by the driver from the returned result
+        assert not (here / "checkpoints").exists()  # the run itself happened elsewhere
+        name = Cell("CartPole-v1", variant, 0).name
+        assert (tmp_path / "bucket" / "tiny" / name / "checkpoints" / "final").is_dir()
