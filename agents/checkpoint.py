@@ -54,8 +54,13 @@ def checkpoint_metadata(
     step: int,
     train_config: dict,
     target_scheme: str = "target_network",
+    evaluation: dict | None = None,
 ) -> dict:
-    """The config.json content of a checkpoint."""
+    """The config.json content of a checkpoint.
+
+    ``evaluation`` is the greedy evaluation of these very weights during training, when the
+    checkpoint was written right after one (``{"step", "mean_return", "episodes"}``).
+    """
     return {
         "format_version": FORMAT_VERSION,
         "qnorm_version": qnorm.__version__,
@@ -68,6 +73,7 @@ def checkpoint_metadata(
         "step": int(step),
         "target_scheme": target_scheme,
         "train_config": train_config,
+        "evaluation": evaluation,
     }
 
 
@@ -209,3 +215,34 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Policy:
     network = network.to(device).eval()
     network.requires_grad_(False)
     return Policy(network, spec, env_id, obs_shape, obs_dtype, step, metadata, directory)
+
+
+def recorded_evaluation(directory: Path) -> dict | None:
+    """The training-time greedy evaluation a checkpoint's config.json records, if any."""
+    try:
+        evaluation = json.loads((Path(directory) / CONFIG_FILE).read_text()).get("evaluation")
+        return {
+            "step": int(evaluation["step"]),
+            "mean_return": float(evaluation["mean_return"]),
+            "episodes": int(evaluation["episodes"]),
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # older checkpoints, unevaluated ones, or an unreadable file
+
+
+def better_checkpoint(directory: Path) -> tuple[Path, dict] | None:
+    """Another checkpoint of the same run that scored higher in training's greedy evaluation.
+
+    Compared on what training recorded (same episodes and seeds for every checkpoint of a
+    run); a checkpoint without a record is beaten by the best recorded one.
+    """
+    directory = Path(directory)
+    mine = recorded_evaluation(directory)
+    best: tuple[Path, dict] | None = None
+    for sibling in sorted(directory.parent.iterdir()) if directory.parent.is_dir() else []:
+        record = recorded_evaluation(sibling) if sibling != directory else None
+        if record is not None and (best is None or record["mean_return"] > best[1]["mean_return"]):
+            best = (sibling, record)
+    if best is None or (mine is not None and best[1]["mean_return"] <= mine["mean_return"]):
+        return None
+    return best

@@ -468,6 +468,13 @@ class Trainer:
             self.best_return = result.mean_return
             self.best_checkpoint = self.save("best")
 
+    def evaluation_here(self) -> dict | None:
+        """The greedy evaluation of the current weights, if one was just run at this step."""
+        if not self.evaluations or self.evaluations[-1][0] != self.global_step:
+            return None
+        step, mean_return = self.evaluations[-1]
+        return {"step": step, "mean_return": mean_return, "episodes": self.run_cfg.eval_episodes}
+
     def save(self, name: str) -> Path:
         """Write checkpoints/<name>/ atomically, from finite weights only."""
         self.guard.check_parameters(self.agent.online, self.global_step)
@@ -479,6 +486,7 @@ class Trainer:
             self.global_step,
             self.config.to_dict(),
             self.agent.target_scheme,
+            self.evaluation_here(),
         )
         path = save_checkpoint(self.run_dir / "checkpoints" / name, self.agent.online, metadata)
         self.guard.last_good = path

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from agents.checkpoint import better_checkpoint, recorded_evaluation
 from agents.cli import ArgumentParser, run_main
 from agents.evaluation import evaluate_checkpoint
 
@@ -29,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     policy, result = evaluate_checkpoint(
         args.path, args.episodes, args.seed, args.env_id, args.video, fold=not args.no_fold
     )
+    better = better_checkpoint(policy.path)
     summary = {
         "env_id": args.env_id or policy.env_id,
         "checkpoint": str(policy.path),
+        "checkpoint_name": policy.path.name,  # final, best, or the step of a periodic one
         "step": policy.step,
         "norm": policy.spec.norm,
         "episodes": len(result.returns),
@@ -39,17 +42,35 @@ def main(argv: list[str] | None = None) -> int:
         "std_return": result.std_return,
         "returns": result.returns,
         "lengths": result.lengths,
+        "training_evaluation": recorded_evaluation(policy.path),
+        "better_in_run": None if better is None else {"checkpoint": str(better[0]), **better[1]},
     }
     if args.json:
         print(json.dumps(summary))
-    else:
-        print(f"{summary['env_id']}: {policy.path} (step {policy.step}, norm {policy.spec.norm})")
+        return 0
+    name = policy.path.name
+    print(f"{summary['env_id']}: {policy.path} (step {policy.step}, norm {policy.spec.norm})")
+    print(
+        f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
+        f"over {len(result.returns)} episodes"
+    )
+    if better is not None:
+        path, record = better
+        mine = summary["training_evaluation"]
         print(
-            f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
-            f"over {len(result.returns)} episodes"
+            f"this is the run's {name!r} checkpoint; a better one exists: {path} (step "
+            f"{record['step']:,}) scored {record['mean_return']:.2f} in training's greedy "
+            f"evaluation ({record['episodes']} episodes)"
+            + (f", this one {mine['mean_return']:.2f}" if mine else "")
+            + f"; evaluate it with: python scripts/evaluate.py {path}"
         )
-        if args.video:
-            print(f"videos: {args.video}")
+    elif summary["training_evaluation"] is not None:
+        print(
+            f"this is the run's {name!r} checkpoint; no other checkpoint of the run scored "
+            "higher in training's greedy evaluation"
+        )
+    if args.video:
+        print(f"videos: {args.video}")
     return 0
 
 

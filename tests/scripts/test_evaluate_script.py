@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from script_helpers import (
     EVALUATE,
+    TINY,
+    TRAIN,
     Ran,
     assert_clean_success,
     assert_one_error_line,
@@ -115,3 +118,53 @@ def test_wrong_env_for_checkpoint(trained_run):
     assert "(6,)" in line and "(4,)" in line  # says what differs
     assert ran.stdout == ""
     assert snapshot(trained_run) == before
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory):
+    """A tiny run with greedy evaluations, so it has a best and a final checkpoint."""
+    run_dir = tmp_path_factory.mktemp("evaluated") / "run"
+    flags = [*TINY, "--eval-freq", "200", "--eval-episodes", "2", "--run-dir", run_dir]
+    assert_clean_success(run_script(TRAIN, *flags))
+    return run_dir
+
+
+def set_recorded_return(checkpoint, mean_return: float) -> None:
+    path = checkpoint / "config.json"
+    config = json.loads(path.read_text())
+    config["evaluation"]["mean_return"] = mean_return
+    path.write_text(json.dumps(config))
+
+
+def test_checkpoints_record_the_greedy_evaluation_of_their_weights(evaluated_run):
+    final = json.loads((evaluated_run / "checkpoints" / "final" / "config.json").read_text())
+    assert final["evaluation"]["step"] == final["step"] == 600
+    assert final["evaluation"]["episodes"] == 2
+    best = json.loads((evaluated_run / "checkpoints" / "best" / "config.json").read_text())
+    assert best["evaluation"]["step"] == best["step"] in (200, 400, 600)
+
+
+def test_evaluate_says_when_the_run_has_a_better_checkpoint(evaluated_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run, run_dir)
+    best, final = run_dir / "checkpoints" / "best", run_dir / "checkpoints" / "final"
+    set_recorded_return(best, 321.0)
+    set_recorded_return(final, 12.0)
+    ran = run_script(EVALUATE, run_dir, "--episodes", "1")
+    assert_clean_success(ran)
+    last = ran.stdout.splitlines()[-1]
+    assert last.startswith("this is the run's 'final' checkpoint; a better one exists: ")
+    assert f"{best} (step " in last and "scored 321.00" in last and "this one 12.00" in last
+    summary = evaluate_json(run_dir, "--episodes", "1")
+    assert summary["checkpoint_name"] == "final"
+    assert summary["better_in_run"]["checkpoint"] == str(best)
+    assert summary["better_in_run"]["mean_return"] == 321.0
+    on_best = run_script(EVALUATE, best, "--episodes", "1")
+    assert "no other checkpoint of the run scored higher" in on_best.stdout
+
+
+def test_a_run_without_evaluations_claims_nothing_about_better_checkpoints(trained_run):
+    summary = evaluate_json(trained_run, "--episodes", "1")
+    assert summary["better_in_run"] is None and summary["training_evaluation"] is None
+    ran = run_script(EVALUATE, trained_run, "--episodes", "1")
+    assert "better" not in ran.stdout and "scored higher" not in ran.stdout
