@@ -102,6 +102,10 @@ class DQNConfig:
             choices=("adam", "rmsprop"),
         ),
     )
+    adam_beta1: float = field(
+        default=0.9, metadata=_opt("Adam's first-moment decay (CrossQ uses 0.5 with BatchNorm)")
+    )
+    weight_decay: float = field(default=0.0, metadata=_opt("Adam's L2 weight decay (0: none)"))
     bn_mode: str = field(
         default="standard",
         metadata=_opt(
@@ -262,6 +266,10 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(f"exploration_fraction must be in (0, 1], got {dqn.exploration_fraction}")
     if dqn.learning_rate <= 0:
         raise QnormError(f"learning_rate must be positive, got {dqn.learning_rate}")
+    if not 0.0 <= dqn.adam_beta1 < 1.0:
+        raise QnormError(f"adam_beta1 must be in [0, 1), got {dqn.adam_beta1}")
+    if dqn.weight_decay < 0:
+        raise QnormError(f"weight_decay must be zero or positive, got {dqn.weight_decay}")
     if not dqn.max_grad_norm >= 0:
         raise QnormError(
             f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"

@@ -264,7 +264,7 @@ def make_optimizer(
     """The configured optimizer over ``params``."""
     if config.optimizer == "rmsprop":
         return make_rmsprop(params, config.learning_rate)
-    return make_adam(params, config.learning_rate, device)
+    return make_adam(params, config, device)
 
 
 # Centered RMSprop as the MinAtar reference DQN sets it up (squared-gradient momentum 0.95,
@@ -277,12 +277,19 @@ def make_rmsprop(params: list[torch.Tensor], lr: float) -> torch.optim.RMSprop:
     return torch.optim.RMSprop(params, lr=lr, foreach=True, **RMSPROP_SETTINGS)
 
 
-def make_adam(params: list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
+def make_adam(
+    params: list[torch.Tensor], config: DQNConfig, device: torch.device
+) -> torch.optim.Adam:
     """Adam with its fused kernel (one op for all parameters) where torch has one."""
+    settings = {
+        "lr": config.learning_rate,
+        "betas": (config.adam_beta1, 0.999),
+        "weight_decay": config.weight_decay,
+    }
     try:
-        return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+        return torch.optim.Adam(params, fused=device.type in ("cpu", "cuda"), **settings)
     except RuntimeError:  # a device or dtype without a fused kernel
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, foreach=True, **settings)
 
 
 def _compare_modes(

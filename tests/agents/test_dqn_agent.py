@@ -405,3 +405,14 @@ def test_conv_agents_act_through_numpy_only_where_it_is_cheaper(preset, obs_shap
     expected = qnorm.greedy_action(agent.online, obs)
     assert agent.act(obs[0], epsilon=0.0) == expected[0]  # one state: the mirror, if any
     np.testing.assert_array_equal(agent.act(obs, epsilon=0.0), expected)  # a batch: torch
+
+
+def test_adam_takes_beta1_and_weight_decay_from_the_config():
+    from agents.config import DQNConfig
+    from agents.dqn import make_optimizer
+
+    params = [torch.zeros(3, requires_grad=True)]
+    config = DQNConfig(learning_rate=3e-4, adam_beta1=0.5, weight_decay=1e-4)
+    group = make_optimizer(config, params, torch.device("cpu")).param_groups[0]
+    assert group["betas"] == (0.5, 0.999) and group["weight_decay"] == 1e-4
+    assert group["lr"] == 3e-4

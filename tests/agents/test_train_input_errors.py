@@ -52,6 +52,8 @@ def assert_error_and_nothing_written(tmp_path, config, match):
         ({"run__total_timesteps": -100}, "total_timesteps"),
         ({"dqn__buffer_size": 4}, "smaller than batch_size"),
         ({"network__norm": "bogus"}, "unknown norm"),
+        ({"dqn__adam_beta1": 1.0}, "adam_beta1"),
+        ({"dqn__weight_decay": -0.1}, "weight_decay"),
     ],
 )
 def test_bad_config_writes_nothing(tmp_path, run_dir, overrides, match):
