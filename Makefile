@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 # torch you already have: pyproject only asks for torch>=2.4.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# The extras the test suite exercises: the pixel families and Ray run in CI instead of skipping.
-EXTRAS ?= dev,minatar,atari,ray
+# The extras the test suite exercises: pixel families, Ray, Optuna run in CI, not skipped.
+EXTRAS ?= dev,minatar,atari,ray,tune
 
 .PHONY: venv test lint format train clean
 

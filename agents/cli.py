@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import sys
@@ -165,6 +166,18 @@ def resume_config(run_dir: str, flags: dict[str, object]) -> TrainConfig:
         setattr(getattr(config, section), name, value)
     config.run.run_dir = str(run_dir)
     return config
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``section.field=value`` items as settings; values are Python literals where they parse."""
+    settings: dict[str, object] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            settings[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            settings[key] = text
+    return settings
 
 
 def run_main(main, argv: list[str] | None = None) -> int:

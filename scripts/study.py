@@ -9,10 +9,9 @@ python scripts/study.py --ray-address auto            # the same grid on a Ray c
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 
-from agents.cli import ArgumentParser, run_main
+from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
 from agents.study.study import PROTOCOLS, StudySpec, run_study
 
@@ -59,17 +58,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_overrides(items: list[str]) -> dict[str, object]:
-    overrides = {}
-    for item in items:
-        key, _, text = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key] = text
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     grid = {"envs": list(ENVS), "variants": list(DEFAULT_VARIANTS), "seeds": 5}
@@ -79,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         envs=args.envs or grid["envs"],
         variants=args.variants or grid["variants"],
         seeds=args.seeds or grid["seeds"],
-        overrides={**grid.get("overrides", {}), **parse_overrides(args.set)},
+        overrides={**grid.get("overrides", {}), **parse_settings(args.set)},
         runs_dir=args.runs_dir,
         results_dir=args.results_dir,
         ray_address=args.ray_address,

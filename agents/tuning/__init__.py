@@ -1,0 +1,1 @@
+"""Hyperparameter tuning with Optuna: search spaces as data, trials as ordinary training runs."""

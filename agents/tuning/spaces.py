@@ -1,0 +1,69 @@
+"""The search space of each study variant, as data.
+
+A parameter is ``("log", low, high)`` (a float searched on a log scale), ``("float", low,
+high)`` or ``("choice", [options])``. Options are plain values Optuna can store; a string
+``"a/b"`` sets two settings at once (``train_freq`` and ``gradient_steps`` go together, as
+in rl-baselines3-zoo's spaces), and ``"64,64"`` is a tuple of layer widths.
+"""
+
+from __future__ import annotations
+
+from agents.study.grid import VARIANTS
+from qnorm import QnormError
+
+# Every variant searches these: the settings that decide a DQN's stability.
+COMMON: dict[str, tuple] = {
+    "dqn.learning_rate": ("log", 1e-4, 3e-3),
+    "dqn.batch_size": ("choice", [32, 64, 128, 256]),
+    "dqn.target_update_interval": ("choice", [10, 100, 250, 500, 1000]),
+    "dqn.train_freq/dqn.gradient_steps": ("choice", ["1/1", "4/1", "16/8", "64/32", "256/128"]),
+    "dqn.exploration_fraction": ("float", 0.05, 0.5),
+    "dqn.exploration_final_eps": ("float", 0.01, 0.1),
+    "network.hidden_sizes": ("choice", ["64,64", "128,128", "256,256"]),
+}
+# Batch-statistics norms also search Adam's beta1 (CrossQ runs BatchNorm with 0.5).
+BATCH_STATISTICS: dict[str, tuple] = {"dqn.adam_beta1": ("choice", [0.5, 0.9])}
+
+
+def uses_batch_statistics(variant: str) -> bool:
+    """Whether a study variant normalizes with batch statistics (BatchNorm, BatchRenorm)."""
+    return str(VARIANTS[variant].get("network.norm", "none")).startswith("batch")
+
+
+def space_for(variant: str) -> dict[str, tuple]:
+    """The search space of ``variant``."""
+    if variant not in VARIANTS:
+        raise QnormError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return {**COMMON, **(BATCH_STATISTICS if uses_batch_statistics(variant) else {})}
+
+
+def sample(trial, space: dict[str, tuple]) -> dict[str, object]:
+    """Draw one point of ``space`` from an Optuna trial, as ``section.field`` settings."""
+    settings: dict[str, object] = {}
+    for name, (kind, *args) in space.items():
+        if kind == "log":
+            value = trial.suggest_float(name, *args, log=True)
+        elif kind == "float":
+            value = trial.suggest_float(name, *args)
+        else:
+            value = trial.suggest_categorical(name, args[0])
+        settings.update(decode(name, value))
+    return settings
+
+
+def decode(name: str, value: object) -> dict[str, object]:
+    """A sampled value as the settings it stands for."""
+    if "/" in name:
+        keys, parts = name.split("/"), str(value).split("/")
+        return {key: int(part) for key, part in zip(keys, parts, strict=True)}
+    if name == "network.hidden_sizes":
+        return {name: tuple(int(width) for width in str(value).split(","))}
+    return {name: value}
+
+
+def decode_params(params: dict[str, object]) -> dict[str, object]:
+    """A finished trial's ``params`` as settings."""
+    settings: dict[str, object] = {}
+    for name, value in params.items():
+        settings.update(decode(name, value))
+    return settings

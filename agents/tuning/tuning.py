@@ -1,0 +1,171 @@
+"""One Optuna study per env and variant: TPE sampling, pruning on the greedy evaluations.
+
+A trial is an ordinary training run (the study cell's config with the sampled settings) on
+seeds of its own, ``TUNING_SEED_BASE`` and up, so the seeds a fair study evaluates on (0, 1,
+...) are never the ones the settings were chosen on. The score rewards a policy that holds:
+the mean greedy return over the last quarter of training, not the best evaluation, so a run
+that peaks and collapses scores low. The storage (SQLite by default) keeps every trial, so an
+interrupted tuning continues where it stopped, and a shared database URL lets several
+machines work on one study.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.study.grid import Cell, cell_config
+from agents.training import train
+from agents.tuning.spaces import decode_params, sample, space_for
+from qnorm import QnormError
+
+TUNING_SEED_BASE = 1000  # a fair study evaluates seeds 0..N-1: never these
+HOLD_FRACTION = 0.25  # the score averages the evaluations in this last part of training
+
+
+@dataclass
+class TuneSpec:
+    """What to tune, with which budget, and where the trials are kept."""
+
+    env_id: str
+    variant: str
+    trials: int = 50  # the same budget for every variant
+    seeds_per_trial: int = 1
+    overrides: dict | None = None  # study-wide settings, e.g. run.total_timesteps
+    storage: str = "sqlite:///results/tuning/tuning.db"
+    runs_dir: str = "runs/tune"
+    sampler_seed: int = 0
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.env_id}__{self.variant}"
+
+
+def import_optuna():
+    """Optuna, or a clear error naming the extra to install."""
+    try:
+        import optuna
+    except ImportError:
+        raise QnormError("tuning needs Optuna: pip install -e '.[tune]'") from None
+    return optuna
+
+
+def holding_score(evaluations: list[tuple[int, float]], total_steps: int) -> float:
+    """Mean greedy return of the evaluations in the last HOLD_FRACTION of training."""
+    late = [value for step, value in evaluations if step > (1 - HOLD_FRACTION) * total_steps]
+    if not late:
+        raise QnormError(
+            "a trial needs greedy evaluations in the last quarter of training: lower run.eval_freq"
+        )
+    return sum(late) / len(late)
+
+
+def open_study(spec: TuneSpec):
+    """The Optuna study of ``spec``, created or loaded from its storage.
+
+    The pruner waits for half of training: early evaluations say little about a policy that
+    has to hold at the end.
+    """
+    optuna = import_optuna()
+    if spec.storage.startswith("sqlite:///"):
+        Path(spec.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            spec.storage,
+            heartbeat_interval=60,  # a trial whose process died goes stale after the grace
+            grace_period=180,  # period, and is run again once (Ctrl-C, a killed machine)
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+    return optuna.create_study(
+        study_name=spec.study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=5, n_warmup_steps=total_steps(spec) // 2
+        ),
+    )
+
+
+def total_steps(spec: TuneSpec) -> int:
+    """Env steps of one trial's run."""
+    return cell_config(
+        Cell(spec.env_id, spec.variant, 0), "", spec.overrides or {}
+    ).run.total_timesteps
+
+
+def counted(study) -> int:
+    """Trials that used up budget: finished or pruned."""
+    optuna = import_optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_trial(spec: TuneSpec, trial) -> float:
+    """Train the sampled settings on the trial's seeds; report each evaluation for pruning."""
+    optuna = import_optuna()
+    settings = {**(spec.overrides or {}), **sample(trial, space_for(spec.variant))}
+    scores = []
+    for index in range(spec.seeds_per_trial):
+        seed = TUNING_SEED_BASE + trial.number * spec.seeds_per_trial + index
+        run_dir = Path(spec.runs_dir) / spec.study_name / f"trial{trial.number:04d}_seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial starts clean
+        config = cell_config(Cell(spec.env_id, spec.variant, seed), str(run_dir), settings)
+        offset = index * config.run.total_timesteps  # one step axis across the seeds
+
+        def report(step: int, mean_return: float, offset=offset, seed=seed) -> bool:
+            trial.report(mean_return, offset + step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step:,} of seed {seed}")
+            return False
+
+        result = train(config, should_stop=report)
+        scores.append(holding_score(result.evaluations, config.run.total_timesteps))
+    return sum(scores) / len(scores)
+
+
+def tune(spec: TuneSpec, report=print):
+    """Run trials until ``spec.trials`` are finished or pruned; return the study."""
+    optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(spec)
+    done = counted(study)
+    report(f"{spec.study_name}: {done} of {spec.trials} trials done")
+
+    def announce(study, trial) -> None:
+        value = "pruned" if trial.value is None else f"score {trial.value:.1f}"
+        report(f"  trial {trial.number}: {trial.state.name.lower()}, {value}")
+
+    if done < spec.trials:
+        budget = optuna.study.MaxTrialsCallback(
+            spec.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
+        study.optimize(
+            lambda trial: run_trial(spec, trial),
+            n_trials=spec.trials - done,
+            callbacks=[budget, announce],
+            catch=(),
+        )
+    return study
+
+
+def best_settings(study) -> dict | None:
+    """The best finished trial's settings and score, or None before any trial finished."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    if best.value is None or not math.isfinite(best.value):
+        return None
+    return {
+        "settings": decode_params(best.params),
+        "score": best.value,
+        "trial": best.number,
+    }

@@ -1,0 +1,85 @@
+"""Tune one study variant's hyperparameters on one env with Optuna (needs ``.[tune]``).
+
+python scripts/tune.py --env-id CartPole-v1 --variant batchnorm --trials 50
+python scripts/tune.py --env-id CartPole-v1 --variant batchnorm --export   # best -> presets
+    # the same command again continues an interrupted tuning; --storage postgresql://...
+    # (any Optuna database URL) lets several machines run trials of one study together
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from agents.cli import ArgumentParser, parse_settings, run_main
+from agents.interrupts import Interrupted
+from agents.study.grid import ENVS, VARIANTS
+from agents.tuning.presets import PRESETS_FILE, export_best
+from agents.tuning.tuning import TuneSpec, best_settings, counted, open_study, tune
+from qnorm import QnormError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env-id", required=True, help=f"e.g. {', '.join(ENVS)}")
+    p.add_argument("--variant", required=True, choices=list(VARIANTS))
+    p.add_argument("--trials", type=int, default=50, help="trial budget (finished or pruned)")
+    p.add_argument("--seeds-per-trial", type=int, default=1)
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="settings every trial shares, e.g. run.total_timesteps=50000",
+    )
+    p.add_argument("--storage", default=TuneSpec.storage, help="an Optuna database URL")
+    p.add_argument("--runs-dir", default=TuneSpec.runs_dir, help="where trial runs go")
+    p.add_argument(
+        "--export",
+        action="store_true",
+        help=f"only write the best trial's settings to {PRESETS_FILE} (no new trials)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    spec = TuneSpec(
+        env_id=args.env_id,
+        variant=args.variant,
+        trials=args.trials,
+        seeds_per_trial=args.seeds_per_trial,
+        overrides=parse_settings(args.set),
+        storage=args.storage,
+        runs_dir=args.runs_dir,
+    )
+    if args.export:
+        return export(spec)
+    try:
+        study = tune(spec)
+    except Interrupted as stop:
+        print(
+            f"interrupted by {signal.Signals(stop.signum).name}; run the same command again "
+            "to continue the tuning (the unfinished trial is run again)",
+            file=sys.stderr,
+        )
+        return stop.exit_status
+    best = best_settings(study)
+    if best is not None:
+        print(f"best so far: trial {best['trial']}, score {best['score']:.1f}: {best['settings']}")
+    return 0
+
+
+def export(spec: TuneSpec) -> int:
+    study = open_study(spec)
+    best = best_settings(study)
+    if best is None:
+        raise QnormError(f"study {spec.study_name} has no finished trial to export")
+    entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name)
+    print(f"{PRESETS_FILE}: {spec.env_id} {spec.variant} <- trial {entry['trial']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,144 @@
+"""Tuning with Optuna: search spaces as data, the holding score, budgets that survive a
+restart, pruning on greedy evaluations, and exporting the best settings as a preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.study.grid import VARIANTS
+from agents.tuning.presets import export_best, read_presets
+from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, sample, space_for
+from agents.tuning.tuning import (
+    TUNING_SEED_BASE,
+    TuneSpec,
+    best_settings,
+    counted,
+    holding_score,
+    run_trial,
+    tune,
+)
+from qnorm import QnormError
+
+optuna = pytest.importorskip("optuna", reason="needs the tune extra: pip install -e '.[tune]'")
+
+TINY = {
+    "run.total_timesteps": 1200,
+    "run.eval_freq": 300,
+    "run.eval_episodes": 2,
+    "dqn.learning_starts": 200,
+    "run.state_freq": 0,
+}
+
+
+def test_every_variant_has_a_space_and_batch_statistics_add_adam_beta1():
+    for variant in VARIANTS:
+        space = space_for(variant)
+        assert COMMON.items() <= space.items()
+        batch = VARIANTS[variant]["network.norm"].startswith("batch")
+        assert ("dqn.adam_beta1" in space) == batch, variant
+    assert BATCH_STATISTICS.keys() == {"dqn.adam_beta1"}
+    with pytest.raises(QnormError, match="unknown variant"):
+        space_for("bogus")
+
+
+def test_coupled_and_tuple_choices_decode_into_settings():
+    assert decode("dqn.train_freq/dqn.gradient_steps", "256/128") == {
+        "dqn.train_freq": 256,
+        "dqn.gradient_steps": 128,
+    }
+    assert decode("network.hidden_sizes", "64,64") == {"network.hidden_sizes": (64, 64)}
+    fixed = optuna.trial.FixedTrial(
+        {
+            "dqn.learning_rate": 1e-3,
+            "dqn.batch_size": 64,
+            "dqn.target_update_interval": 10,
+            "dqn.train_freq/dqn.gradient_steps": "4/1",
+            "dqn.exploration_fraction": 0.1,
+            "dqn.exploration_final_eps": 0.05,
+            "network.hidden_sizes": "128,128",
+        }
+    )
+    settings = sample(fixed, space_for("layernorm"))
+    assert settings["dqn.train_freq"] == 4 and settings["network.hidden_sizes"] == (128, 128)
+
+
+def test_the_score_is_the_late_mean_so_a_collapse_scores_low():
+    steady = [(25_000, 480.0), (50_000, 500.0), (75_000, 500.0), (100_000, 500.0)]
+    collapse = [(25_000, 500.0), (50_000, 500.0), (75_000, 500.0), (100_000, 20.0)]
+    assert holding_score(steady, 100_000) == 500.0
+    assert holding_score(collapse, 100_000) == 20.0  # only the last quarter counts
+    with pytest.raises(QnormError, match="last quarter"):
+        holding_score([(10_000, 500.0)], 100_000)
+
+
+def spec_in(tmp_path, trials: int, variant: str = "none") -> TuneSpec:
+    return TuneSpec(
+        env_id="CartPole-v1",
+        variant=variant,
+        trials=trials,
+        overrides=TINY,
+        storage=f"sqlite:///{tmp_path / 'tuning.db'}",
+        runs_dir=str(tmp_path / "runs"),
+    )
+
+
+def test_a_tuning_continues_to_its_budget_on_tuning_seeds_only(tmp_path):
+    lines = []
+    study = tune(spec_in(tmp_path, 2), report=lines.append)
+    assert counted(study) == 2 and lines[0].endswith("0 of 2 trials done")
+    again = tune(spec_in(tmp_path, 3), report=lines.append)  # the same storage: one more
+    assert counted(again) == 3 and "CartPole-v1__none: 2 of 3 trials done" in lines
+    seeds = sorted(int(p.name.rpartition("seed")[2]) for p in (tmp_path / "runs").glob("*/*"))
+    assert seeds == [TUNING_SEED_BASE, TUNING_SEED_BASE + 1, TUNING_SEED_BASE + 2]
+    best = best_settings(again)
+    assert best["score"] == max(t.value for t in again.trials)
+    assert "dqn.learning_rate" in best["settings"]
+
+
+class PruningTrial(optuna.trial.FixedTrial):
+    """A trial whose pruner says stop at its first report."""
+
+    def __init__(self, params):
+        super().__init__(params, number=7)
+        self.reports = []
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return True
+
+
+def test_a_trial_is_pruned_at_its_first_greedy_evaluation(tmp_path):
+    params = {
+        "dqn.learning_rate": 1e-3,
+        "dqn.batch_size": 32,
+        "dqn.target_update_interval": 100,
+        "dqn.train_freq/dqn.gradient_steps": "4/1",
+        "dqn.exploration_fraction": 0.2,
+        "dqn.exploration_final_eps": 0.05,
+        "network.hidden_sizes": "64,64",
+        "dqn.adam_beta1": 0.5,
+    }
+    trial = PruningTrial(params)
+    with pytest.raises(optuna.TrialPruned, match="pruned at step 300 of seed 1007"):
+        run_trial(spec_in(tmp_path, 1, "batchnorm"), trial)
+    assert [step for step, _ in trial.reports] == [300]
+
+
+def test_the_best_trial_exports_as_a_preset(tmp_path):
+    path = tmp_path / "tuned.json"
+    best = {"settings": {"dqn.learning_rate": 1e-3, "network.hidden_sizes": (64, 64)}}
+    entry = export_best(
+        "CartPole-v1",
+        "batchnorm",
+        {**best, "score": 480.0, "trial": 4},
+        50,
+        "CartPole-v1__batchnorm",
+        path,
+    )
+    assert entry["settings"]["network.hidden_sizes"] == [64, 64]
+    assert read_presets(path) == json.loads(path.read_text())
+    assert read_presets(path)["CartPole-v1"]["batchnorm"]["trials"] == 50
