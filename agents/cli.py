@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agents.config import SECTIONS, TrainConfig, coerce
 from agents.interrupts import Interrupted
-from agents.presets import preset_for
+from agents.presets import preset_for, tuned_preset_for
 from qnorm import QnormError
 
 
@@ -112,8 +112,10 @@ def _env_id_in(argv: list[str] | None) -> str | None:
 
 def config_from_flags(flags: dict[str, object]) -> TrainConfig:
     """Defaults, overlaid with the env's preset, overlaid with the given ``section.field`` flags."""
-    env_id = flags.get("run.env_id", TrainConfig().run.env_id)
-    settings = {**preset_for(str(env_id)), **flags}
+    env_id = str(flags.get("run.env_id", TrainConfig().run.env_id))
+    settings = {**preset_for(env_id), **flags}
+    if coerce(bool, settings.get("run.tuned_preset", True), "run.tuned_preset"):
+        settings = {**preset_for(env_id), **tuned_preset_for(env_id, settings), **flags}
     config = TrainConfig()
     for key, value in settings.items():
         section, _, name = key.partition(".")

@@ -154,6 +154,13 @@ class RunConfig:
         default=False,
         metadata=_opt("stop after a greedy evaluation reaches the env's reward threshold"),
     )
+    tuned_preset: bool = field(
+        default=True,
+        metadata=_opt(
+            "take the settings tuned for this env and norm variant, where qnorm has them "
+            "(agents/tuned_presets.json); explicit flags still win"
+        ),
+    )
 
 
 @dataclass

@@ -72,6 +72,25 @@ def reward_threshold(env_id: str) -> float | None:
     return env_spec(env_id).reward_threshold  # registers optional families' ids on first use
 
 
+# The settings that tell variants apart, and their values when a variant does not set them.
+NORM_DEFAULTS: dict[str, object] = {
+    "network.norm": "none",
+    "network.norm_placement": "before",
+    "network.input_norm": False,
+    "network.norm_target": "both",
+    "dqn.bn_mode": "standard",
+}
+
+
+def variant_of(settings: dict[str, object]) -> str | None:
+    """The study variant whose norm settings ``settings`` (``section.field`` keys) match."""
+    given = {key: settings.get(key, default) for key, default in NORM_DEFAULTS.items()}
+    for name, variant in VARIANTS.items():
+        if given == {**NORM_DEFAULTS, **variant}:
+            return name
+    return None
+
+
 def cells(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
     """Every combination, in a stable order; unknown variants are an error."""
     unknown = [v for v in variants if v not in VARIANTS]
@@ -88,6 +107,7 @@ def cell_config(cell: Cell, run_dir: str, overrides: dict[str, object]) -> Train
         "run.run_dir": run_dir,
         "run.progress": False,
         "run.torch_threads": 1,  # one thread per process: several run side by side
+        "run.tuned_preset": False,  # the env's preset for every variant, unless a protocol asks
         **VARIANTS[cell.variant],
         **overrides,
     }

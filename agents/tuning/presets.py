@@ -14,8 +14,9 @@ from agents.checkpoint import write_json
 PRESETS_FILE = Path(__file__).resolve().parent.parent / "tuned_presets.json"
 
 
-def read_presets(path: Path = PRESETS_FILE) -> dict:
+def read_presets(path: Path | None = None) -> dict:
     """Every tuned preset (empty when none has been exported yet)."""
+    path = path or PRESETS_FILE
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
@@ -32,5 +33,5 @@ def export_best(
     }
     entry = {**best, "settings": settings, "trials": trials, "study": study}
     presets.setdefault(env_id, {})[variant] = entry
-    write_json(path, presets)
+    write_json(path or PRESETS_FILE, presets)
     return entry

@@ -142,3 +142,50 @@ def test_the_best_trial_exports_as_a_preset(tmp_path):
     assert entry["settings"]["network.hidden_sizes"] == [64, 64]
     assert read_presets(path) == json.loads(path.read_text())
     assert read_presets(path)["CartPole-v1"]["batchnorm"]["trials"] == 50
+
+
+@pytest.fixture
+def tuned_file(tmp_path, monkeypatch):
+    import agents.tuning.presets as presets
+
+    path = tmp_path / "tuned_presets.json"
+    best = {"settings": {"dqn.learning_rate": 7e-4, "dqn.adam_beta1": 0.5}, "score": 490.0}
+    export_best("CartPole-v1", "batchnorm", {**best, "trial": 3}, 50, "study", path)
+    monkeypatch.setattr(presets, "PRESETS_FILE", path)
+    return path
+
+
+def test_train_flags_take_the_variants_tuned_preset_and_explicit_flags_win(tuned_file):
+    from agents.cli import config_from_flags
+    from agents.presets import preset_for
+
+    zoo_lr = preset_for("CartPole-v1")["dqn.learning_rate"]
+    tuned = config_from_flags({"run.env_id": "CartPole-v1", "network.norm": "batchnorm"})
+    assert tuned.dqn.learning_rate == 7e-4 and tuned.dqn.adam_beta1 == 0.5
+    assert tuned.dqn.batch_size == preset_for("CartPole-v1")["dqn.batch_size"]  # rest: zoo
+    explicit = config_from_flags(
+        {"run.env_id": "CartPole-v1", "network.norm": "batchnorm", "dqn.learning_rate": 1e-3}
+    )
+    assert explicit.dqn.learning_rate == 1e-3 and explicit.dqn.adam_beta1 == 0.5
+    off = config_from_flags(
+        {"run.env_id": "CartPole-v1", "network.norm": "batchnorm", "run.tuned_preset": False}
+    )
+    assert off.dqn.learning_rate == zoo_lr and off.dqn.adam_beta1 == 0.9
+    other = config_from_flags({"run.env_id": "CartPole-v1", "network.norm": "layernorm"})
+    assert other.dqn.learning_rate == zoo_lr  # no tuned preset for that variant
+    after = config_from_flags(
+        {
+            "run.env_id": "CartPole-v1",
+            "network.norm": "batchnorm",
+            "network.norm_placement": "after",
+        }
+    )
+    assert after.dqn.learning_rate == zoo_lr  # batchnorm_after is a variant of its own
+
+
+def test_study_cells_keep_the_env_preset_unless_their_protocol_asks(tuned_file):
+    from agents.study.grid import Cell, cell_config
+
+    cell = Cell("CartPole-v1", "batchnorm", 0)
+    assert cell_config(cell, "", {}).dqn.learning_rate != 7e-4
+    assert cell_config(cell, "", {"run.tuned_preset": True}).dqn.learning_rate == 7e-4
