@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.interrupts import Interrupted
@@ -38,7 +39,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         action="store_true",
-        help=f"only write the best trial's settings to {PRESETS_FILE} (no new trials)",
+        help="only write the best trial's settings to the tuned presets (no new trials)",
+    )
+    p.add_argument(
+        "--presets", default=str(PRESETS_FILE), help="the tuned presets file --export writes"
     )
     return p
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=args.runs_dir,
     )
     if args.export:
-        return export(spec)
+        return export(spec, Path(args.presets))
     try:
         study = tune(spec)
     except Interrupted as stop:
@@ -71,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def export(spec: TuneSpec) -> int:
-    study = open_study(spec)
+def export(spec: TuneSpec, path: Path) -> int:
+    study = open_study(spec, create=False)
     best = best_settings(study)
     if best is None:
         raise QnormError(f"study {spec.study_name} has no finished trial to export")
-    entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name)
-    print(f"{PRESETS_FILE}: {spec.env_id} {spec.variant} <- trial {entry['trial']}")
+    entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name, path)
+    print(f"{path}: {spec.env_id} {spec.variant} <- trial {entry['trial']}")
     return 0
 
 

@@ -63,13 +63,14 @@ def holding_score(evaluations: list[tuple[int, float]], total_steps: int) -> flo
     return sum(late) / len(late)
 
 
-def open_study(spec: TuneSpec):
+def open_study(spec: TuneSpec, create: bool = True):
     """The Optuna study of ``spec``, created or loaded from its storage.
 
     The pruner waits for half of training: early evaluations say little about a policy that
     has to hold at the end.
     """
     optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if spec.storage.startswith("sqlite:///"):
         Path(spec.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
@@ -82,6 +83,11 @@ def open_study(spec: TuneSpec):
                 max_retry=1
             ),
         )
+    if not create:
+        try:
+            return optuna.load_study(study_name=spec.study_name, storage=storage)
+        except KeyError:
+            raise QnormError(f"{spec.storage} holds no tuning of {spec.study_name}") from None
     return optuna.create_study(
         study_name=spec.study_name,
         storage=storage,
@@ -134,7 +140,6 @@ def run_trial(spec: TuneSpec, trial) -> float:
 def tune(spec: TuneSpec, report=print):
     """Run trials until ``spec.trials`` are finished or pruned; return the study."""
     optuna = import_optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(spec)
     done = counted(study)
     report(f"{spec.study_name}: {done} of {spec.trials} trials done")

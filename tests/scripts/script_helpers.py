@@ -19,6 +19,7 @@ EVALUATE = REPO / "scripts" / "evaluate.py"
 BENCHMARK = REPO / "scripts" / "benchmark.py"
 PLOT = REPO / "scripts" / "plot.py"
 STUDY = REPO / "scripts" / "study.py"
+TUNE = REPO / "scripts" / "tune.py"
 
 # A run that takes about a second: enough to learn a few steps and write every output.
 TINY = shlex.split(

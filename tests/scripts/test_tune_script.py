@@ -1,0 +1,41 @@
+"""scripts/tune.py end to end: trials into a storage, a restart that continues, the export."""
+
+import json
+
+import pytest
+from script_helpers import TUNE, assert_clean_success, assert_one_error_line, run_script
+
+pytest.importorskip("optuna", reason="needs the tune extra: pip install -e '.[tune]'")
+
+TINY = [
+    "--set",
+    "run.total_timesteps=800",
+    "run.eval_freq=200",
+    "run.eval_episodes=2",
+    "dqn.learning_starts=100",
+]
+
+
+def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
+    where = ["--storage", f"sqlite:///{tmp_path / 't.db'}", "--runs-dir", str(tmp_path / "runs")]
+    args = ["--env-id", "CartPole-v1", "--variant", "layernorm", *where, *TINY]
+    first = run_script(TUNE, *args, "--trials", "1")
+    assert_clean_success(first)
+    assert "0 of 1 trials done" in first.stdout and "trial 0: complete" in first.stdout
+    second = run_script(TUNE, *args, "--trials", "2")
+    assert "1 of 2 trials done" in second.stdout and "trial 1: complete" in second.stdout
+    presets = tmp_path / "tuned.json"
+    exported = run_script(TUNE, *args, "--export", "--presets", presets)
+    assert_clean_success(exported)
+    entry = json.loads(presets.read_text())["CartPole-v1"]["layernorm"]
+    assert entry["trials"] == 2 and "dqn.learning_rate" in entry["settings"]
+
+
+def test_export_of_a_study_never_run_is_one_error_line(tmp_path):
+    ran = run_script(
+        TUNE,
+        *("--env-id", "CartPole-v1", "--variant", "none", "--export"),
+        *("--storage", f"sqlite:///{tmp_path / 't.db'}", "--presets", tmp_path / "p.json"),
+    )
+    assert "holds no tuning of CartPole-v1__none" in assert_one_error_line(ran)
+    assert not (tmp_path / "p.json").exists()
