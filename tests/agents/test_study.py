@@ -295,3 +295,23 @@ def test_a_ray_cluster_whose_workers_have_their_own_disk_delivers_every_result(
         assert not (here / "checkpoints").exists()  # the run itself happened elsewhere
         name = Cell("CartPole-v1", variant, 0).name
         assert (tmp_path / "bucket" / "tiny" / name / "checkpoints" / "final").is_dir()
+
+
+def test_tables_report_the_best_checkpoint_beside_the_final_policy(tmp_path):
+    root, out = tmp_path / "runs", tmp_path / "results"
+    grid = cells(["CartPole-v1"], ["none", "batchnorm"], [0, 1])
+    curves = {
+        ("none", 0): [(1000, 200.0), (2000, 500.0)],
+        ("none", 1): [(1000, 100.0), (2000, 300.0)],
+        ("batchnorm", 0): [(1000, 400.0), (2000, 20.0)],  # peaked, then collapsed
+        ("batchnorm", 1): [(1000, 300.0), (2000, 10.0)],
+    }
+    for (variant, seed), curve in curves.items():
+        fake_cell(root, Cell("CartPole-v1", variant, seed), curve)
+    table = aggregate(root, out, grid, ["none", "batchnorm"])
+    assert table["CartPole-v1", "batchnorm"]["best_mean"] == 350.0
+    assert table["CartPole-v1", "batchnorm"]["final_mean"] == 15.0
+    text = (out / "tables.md").read_text()
+    assert "| final greedy return: mean [95% CI] | best checkpoint: mean |" in text
+    assert "| batchnorm | 2 | 15.0 [10.0, 20.0] | 350.0 |" in text
+    assert "| none | 2 | 400.0 [300.0, 500.0] | 400.0 |" in text
