@@ -34,6 +34,12 @@ class NetworkConfig:
     input_norm: bool = field(default=False, metadata=_opt("also normalize the raw observation"))
     dueling: bool = field(default=False, metadata=_opt("dueling head: Q = V + A - mean(A)"))
     norm_groups: int = field(default=8, metadata=_opt("group count of the groupnorm kind"))
+    norm_momentum: float = field(
+        default=0.0,
+        metadata=_opt(
+            "running-statistics momentum of batchnorm and batchrenorm (0: theirs, 0.1 and 0.01)"
+        ),
+    )
     # Image observations only: the conv torso in front of the hidden layers above.
     conv_preset: str = field(
         default="auto",
@@ -277,6 +283,11 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(f"adam_beta1 must be in [0, 1), got {dqn.adam_beta1}")
     if dqn.weight_decay < 0:
         raise QnormError(f"weight_decay must be zero or positive, got {dqn.weight_decay}")
+    if not 0.0 <= config.network.norm_momentum <= 1.0:
+        raise QnormError(
+            f"norm_momentum must be in (0, 1], or 0 for the norm's own, "
+            f"got {config.network.norm_momentum}"
+        )
     if not dqn.max_grad_norm >= 0:
         raise QnormError(
             f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"

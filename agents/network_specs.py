@@ -49,6 +49,7 @@ def mlp_spec(net: NetworkConfig, obs_dim: int, num_actions: int) -> QNetworkSpec
         input_norm=net.input_norm,
         dueling=net.dueling,
         norm_groups=net.norm_groups,
+        norm_momentum=net.norm_momentum or None,
     )
 
 
@@ -77,6 +78,7 @@ def conv_spec(
         norm_after_pool=net.norm_after_pool,
         norm_target=net.norm_target,
         norm_groups=net.norm_groups,
+        norm_momentum=net.norm_momentum or None,
         channels_last=is_channels_last(shape),
         obs_scale=1.0 / 255.0 if np.dtype(observation_space.dtype) == np.uint8 else 1.0,
         dueling=net.dueling,

@@ -74,6 +74,7 @@ class ConvQNetworkSpec:
     norm_after_pool: bool = False  # in the torso, normalize after max-pooling
     norm_target: str = "both"  # which part is normalized: torso, head or both
     norm_groups: int = 8  # group count of kinds that take one (groupnorm)
+    norm_momentum: float | None = None  # batch-statistics kinds' momentum; None: their default
     channels_last: bool = False  # observations are (H, W, C), as MinAtar's
     obs_scale: float = 1.0  # multiplies the float32 observation (1/255 for uint8 frames)
     dueling: bool = False
@@ -171,7 +172,9 @@ def _torso_layers(spec: ConvQNetworkSpec) -> OrderedDict[str, nn.Module]:
     in_channels = spec.in_channels
     blocks = zip(spec.channels, spec.kernels, spec.strides, spec.pools, strict=True)
     for i, (channels, kernel, stride, pool) in enumerate(blocks, start=1):
-        norm_layer = make_norm(norm, channels, feature_maps=True, groups=spec.norm_groups)
+        norm_layer = make_norm(
+            norm, channels, feature_maps=True, groups=spec.norm_groups, momentum=spec.norm_momentum
+        )
         # A batch-statistics norm before the activation subtracts each channel's mean, so the
         # conv's bias is dead; a max-pool in between commutes with that per-channel shift.
         bias = not (norm_layer is not None and batch_stats and spec.placement == "before")
@@ -208,6 +211,7 @@ class ConvQNetwork(nn.Module):
                 head_norm,
                 spec.placement,
                 spec.norm_groups,
+                spec.norm_momentum,
             )
         )
         self.layers = nn.Sequential(layers)

@@ -34,6 +34,7 @@ class QNetworkSpec:
     input_norm: bool = False  # also normalize the raw observation
     dueling: bool = False
     norm_groups: int = 8  # group count of kinds that take one (groupnorm)
+    norm_momentum: float | None = None  # batch-statistics kinds' momentum; None: their default
 
     kind = "mlp"  # a class constant, not a field: names the spec type in ``to_dict``
 
@@ -65,6 +66,8 @@ def check_common_fields(spec) -> None:
         raise QnormError(f"norm placement must be 'before' or 'after', not {spec.placement!r}")
     if spec.norm_groups < 1:
         raise QnormError(f"norm_groups must be >= 1, got {spec.norm_groups}")
+    if spec.norm_momentum is not None and not 0.0 < spec.norm_momentum <= 1.0:
+        raise QnormError(f"norm_momentum must be in (0, 1], got {spec.norm_momentum}")
 
 
 def check_norm_widths(norm: str, groups: int, widths) -> None:
@@ -144,7 +147,9 @@ def _body_layers(spec: QNetworkSpec) -> OrderedDict[str, nn.Module]:
     """The optional input norm, then the hidden layers."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if spec.input_norm and spec.norm != "none":
-        layers["input_norm"] = make_norm(spec.norm, spec.obs_dim, groups=spec.norm_groups)
+        layers["input_norm"] = make_norm(
+            spec.norm, spec.obs_dim, groups=spec.norm_groups, momentum=spec.norm_momentum
+        )
     layers.update(
         mlp_layers(
             spec.obs_dim,
@@ -153,6 +158,7 @@ def _body_layers(spec: QNetworkSpec) -> OrderedDict[str, nn.Module]:
             spec.norm,
             spec.placement,
             spec.norm_groups,
+            spec.norm_momentum,
         )
     )
     return layers
@@ -165,13 +171,14 @@ def mlp_layers(
     norm: str,
     placement: str,
     groups: int,
+    momentum: float | None = None,
 ) -> OrderedDict[str, nn.Module]:
     """Linear, norm and activation layers in the order ``placement`` asks for."""
     batch_stats = get_norm_kind(norm).uses_batch_statistics
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features
     for i, hidden in enumerate(hidden_sizes, start=1):
-        norm_layer = make_norm(norm, hidden, groups=groups)
+        norm_layer = make_norm(norm, hidden, groups=groups, momentum=momentum)
         # A batch-statistics norm right after the Linear subtracts the mean, so a bias is dead.
         bias = not (norm_layer is not None and batch_stats and placement == "before")
         layers[f"linear{i}"] = nn.Linear(width, hidden, bias=bias)

@@ -72,12 +72,19 @@ def check_map_form(name: str) -> None:
 
 
 def make_norm(
-    name: str, num_features: int, *, feature_maps: bool = False, groups: int = 8
+    name: str,
+    num_features: int,
+    *,
+    feature_maps: bool = False,
+    groups: int = 8,
+    momentum: float | None = None,
 ) -> nn.Module | None:
     """A new normalization module of kind ``name``, or None for the kind ``none``.
 
     With ``feature_maps`` it is the kind's form for ``[N, C, H, W]`` maps of ``num_features``
-    channels; ``groups`` goes only to kinds registered with ``takes_groups``.
+    channels; ``groups`` goes only to kinds registered with ``takes_groups``, and
+    ``momentum`` (the running statistics' update rate; None: the kind's own default) only to
+    batch-statistics kinds.
     """
     kind = get_norm_kind(name)
     if kind.factory is None:
@@ -85,7 +92,10 @@ def make_norm(
     if feature_maps:
         check_map_form(name)
     factory = kind.map_factory if feature_maps else kind.factory
-    return factory(num_features, groups=groups) if kind.takes_groups else factory(num_features)
+    options: dict[str, object] = {"groups": groups} if kind.takes_groups else {}
+    if momentum is not None and kind.uses_batch_statistics:
+        options["momentum"] = momentum
+    return factory(num_features, **options)
 
 
 def is_batch_statistics_module(module: nn.Module) -> bool:

@@ -21,8 +21,12 @@ COMMON: dict[str, tuple] = {
     "dqn.exploration_final_eps": ("float", 0.01, 0.1),
     "network.hidden_sizes": ("choice", ["64,64", "128,128", "256,256"]),
 }
-# Batch-statistics norms also search Adam's beta1 (CrossQ runs BatchNorm with 0.5).
-BATCH_STATISTICS: dict[str, tuple] = {"dqn.adam_beta1": ("choice", [0.5, 0.9])}
+# Batch-statistics norms also search Adam's beta1 (CrossQ runs BatchNorm with 0.5) and the
+# momentum of their running statistics (torch's BatchNorm default 0.1, CrossQ's 0.01).
+BATCH_STATISTICS: dict[str, tuple] = {
+    "dqn.adam_beta1": ("choice", [0.5, 0.9]),
+    "network.norm_momentum": ("choice", [0.01, 0.03, 0.1, 0.3]),
+}
 
 
 def uses_batch_statistics(variant: str) -> bool:

@@ -38,7 +38,7 @@ def test_every_variant_has_a_space_and_batch_statistics_add_adam_beta1():
         assert COMMON.items() <= space.items()
         batch = VARIANTS[variant]["network.norm"].startswith("batch")
         assert ("dqn.adam_beta1" in space) == batch, variant
-    assert BATCH_STATISTICS.keys() == {"dqn.adam_beta1"}
+    assert BATCH_STATISTICS.keys() == {"dqn.adam_beta1", "network.norm_momentum"}
     with pytest.raises(QnormError, match="unknown variant"):
         space_for("bogus")
 
@@ -121,6 +121,7 @@ def test_a_trial_is_pruned_at_its_first_greedy_evaluation(tmp_path):
         "dqn.exploration_final_eps": 0.05,
         "network.hidden_sizes": "64,64",
         "dqn.adam_beta1": 0.5,
+        "network.norm_momentum": 0.01,
     }
     trial = PruningTrial(params)
     with pytest.raises(optuna.TrialPruned, match="pruned at step 300 of seed 1007"):

@@ -418,3 +418,40 @@ def test_batch_statistics_map_forms_refuse_a_train_batch_of_one(kind):
     assert all(torch.equal(before[k], v) for k, v in norm.state_dict().items())
     norm.eval()
     assert norm(maps((1, 6, 5, 3))).shape == (1, 6, 5, 3)
+
+
+@pytest.mark.parametrize("kind", ["batchnorm", "batchrenorm"])
+def test_a_spec_sets_the_momentum_of_batch_statistics_norms_only(kind):
+    from qnorm import QNetworkSpec, build_q_network
+
+    net = build_q_network(QNetworkSpec(4, 2, (8, 8), norm=kind, norm_momentum=0.01))
+    norms = [m for m in net.modules() if hasattr(m, "running_mean")]
+    assert len(norms) == 2 and all(m.momentum == 0.01 for m in norms)
+    default = build_q_network(QNetworkSpec(4, 2, (8,), norm=kind))
+    assert [m.momentum for m in default.modules() if hasattr(m, "running_mean")] == [
+        0.1 if kind == "batchnorm" else 0.01
+    ]
+    layer = build_q_network(QNetworkSpec(4, 2, (8,), norm="layernorm", norm_momentum=0.01))
+    assert isinstance(layer, torch.nn.Module)  # no momentum to set: accepted and unused
+    with pytest.raises(qnorm.QnormError, match="norm_momentum"):
+        QNetworkSpec(4, 2, (8,), norm=kind, norm_momentum=1.5)
+
+
+def test_conv_specs_pass_the_momentum_to_feature_map_norms():
+    from qnorm import ConvQNetworkSpec, build_q_network
+
+    spec = ConvQNetworkSpec(
+        obs_shape=(10, 10, 4),
+        num_actions=3,
+        channels=(8,),
+        kernels=(3,),
+        strides=(1,),
+        pools=(0,),
+        hidden_sizes=(16,),
+        norm="batchnorm",
+        norm_momentum=0.05,
+        channels_last=True,
+    )
+    net = build_q_network(spec)
+    assert [m.momentum for m in net.modules() if hasattr(m, "running_mean")] == [0.05, 0.05]
+    assert type(spec).from_dict(spec.to_dict()) == spec
