@@ -17,7 +17,14 @@ from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.interrupts import Interrupted
 from agents.study.grid import ENVS, VARIANTS
 from agents.tuning.presets import PRESETS_FILE, export_best
-from agents.tuning.tuning import TuneSpec, best_settings, counted, open_study, tune
+from agents.tuning.tuning import (
+    TuneSpec,
+    best_settings,
+    counted,
+    open_study,
+    tune,
+    write_trials_csv,
+)
 from qnorm import QnormError
 
 
@@ -44,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--presets", default=str(PRESETS_FILE), help="the tuned presets file --export writes"
     )
+    p.add_argument(
+        "--trials-csv", default="", help="where to list the trials (results/tuning/STUDY.csv)"
+    )
     return p
 
 
@@ -69,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return stop.exit_status
+    trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
+    write_trials_csv(study, trials_csv)
+    print(f"trials: {trials_csv}")
     best = best_settings(study)
     if best is not None:
         print(f"best so far: trial {best['trial']}, score {best['score']:.1f}: {best['settings']}")

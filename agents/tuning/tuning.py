@@ -11,6 +11,7 @@ machines work on one study.
 
 from __future__ import annotations
 
+import csv
 import math
 import shutil
 import warnings
@@ -145,8 +146,10 @@ def tune(spec: TuneSpec, report=print):
     report(f"{spec.study_name}: {done} of {spec.trials} trials done")
 
     def announce(study, trial) -> None:
-        value = "pruned" if trial.value is None else f"score {trial.value:.1f}"
-        report(f"  trial {trial.number}: {trial.state.name.lower()}, {value}")
+        pruned = trial.state == optuna.trial.TrialState.PRUNED
+        value = "no value" if trial.value is None else f"{trial.value:.1f}"
+        what = f"last evaluation {value}" if pruned else f"score {value}"
+        report(f"  trial {trial.number}: {trial.state.name.lower()}, {what}")
 
     if done < spec.trials:
         budget = optuna.study.MaxTrialsCallback(
@@ -174,3 +177,17 @@ def best_settings(study) -> dict | None:
         "score": best.value,
         "trial": best.number,
     }
+
+
+def write_trials_csv(study, path: Path) -> None:
+    """Every trial of ``study``: number, state, score (or last evaluation), its settings."""
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({name for trial in trials for name in trial.params})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["trial", "state", "value", *names])
+        for trial in trials:
+            value = "" if trial.value is None else f"{trial.value:.2f}"
+            params = [trial.params.get(name, "") for name in names]
+            writer.writerow([trial.number, trial.state.name.lower(), value, *params])

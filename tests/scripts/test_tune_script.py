@@ -19,11 +19,16 @@ TINY = [
 def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
     where = ["--storage", f"sqlite:///{tmp_path / 't.db'}", "--runs-dir", str(tmp_path / "runs")]
     args = ["--env-id", "CartPole-v1", "--variant", "layernorm", *where, *TINY]
+    csv_path = tmp_path / "trials.csv"
+    args = [*args, "--trials-csv", str(csv_path)]
     first = run_script(TUNE, *args, "--trials", "1")
     assert_clean_success(first)
     assert "0 of 1 trials done" in first.stdout and "trial 0: complete" in first.stdout
     second = run_script(TUNE, *args, "--trials", "2")
     assert "1 of 2 trials done" in second.stdout and "trial 1: complete" in second.stdout
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("trial,state,value,") and len(rows) == 3
+    assert rows[1].startswith("0,complete,") and rows[2].startswith("1,complete,")
     presets = tmp_path / "tuned.json"
     exported = run_script(TUNE, *args, "--export", "--presets", presets)
     assert_clean_success(exported)
