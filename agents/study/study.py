@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agents.study import aggregate, runner
 from agents.study.grid import DEFAULT_VARIANTS, ENVS, cells
+from qnorm import QnormError
 
 QUICK = {
     "envs": ["CartPole-v1"],
@@ -29,8 +30,31 @@ MINATAR = {
     },
 }
 
+# The fair comparison: every variant at the settings tuned for it (scripts/tune.py --export),
+# on the study's seeds 0..4, which tuning never uses (its seeds start at 1000).
+FAIR = {
+    "envs": ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"],
+    "variants": ["none", "batchnorm", "layernorm", "rmsnorm", "batchrenorm_joint"],
+    "seeds": 5,
+    "overrides": {"run.tuned_preset": True},
+}
+
 # Named grids that scripts/study.py runs with --protocol NAME (each under its own name).
-PROTOCOLS = {"quick": QUICK, "minatar": MINATAR}
+PROTOCOLS = {"quick": QUICK, "minatar": MINATAR, "fair": FAIR}
+
+
+def check_tuned(envs: list[str], variants: list[str]) -> None:
+    """Refuse a study on tuned presets where a variant has none (it would run untuned)."""
+    from agents.tuning.presets import read_presets
+
+    presets = read_presets()
+    missing = [(e, v) for e in envs for v in variants if v not in presets.get(e, {})]
+    if missing:
+        cells_text = ", ".join(f"{e} {v}" for e, v in missing)
+        raise QnormError(
+            f"no tuned preset for {cells_text}; tune them first, e.g. python scripts/tune.py "
+            f"--env-id {missing[0][0]} --variant {missing[0][1]}, then --export"
+        )
 
 
 @dataclass
@@ -67,6 +91,8 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
     already holds its curve (committed results let a study resume on a fresh machine).
     """
     grid = cells(spec.envs, spec.variants, list(range(spec.seeds)))
+    if train and spec.overrides.get("run.tuned_preset"):
+        check_tuned(spec.envs, spec.variants)
     if train:
         recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
         todo = [c for c in grid if not runner.is_done(spec.runs_root, c) and c not in recorded]

@@ -190,3 +190,22 @@ def test_study_cells_keep_the_env_preset_unless_their_protocol_asks(tuned_file):
     cell = Cell("CartPole-v1", "batchnorm", 0)
     assert cell_config(cell, "", {}).dqn.learning_rate != 7e-4
     assert cell_config(cell, "", {"run.tuned_preset": True}).dqn.learning_rate == 7e-4
+
+
+def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_path):
+    from agents.study.study import FAIR, StudySpec, check_tuned, run_study
+
+    assert FAIR["overrides"] == {"run.tuned_preset": True}
+    check_tuned(["CartPole-v1"], ["batchnorm"])  # exported by the fixture
+    spec = StudySpec(
+        name="fair",
+        envs=["CartPole-v1"],
+        variants=["none", "batchnorm"],
+        seeds=1,
+        overrides=FAIR["overrides"],
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+    )
+    with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none; tune them"):
+        run_study(spec, report=lambda line: None)
+    assert not (tmp_path / "runs").exists()
