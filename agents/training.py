@@ -278,7 +278,8 @@ class Trainer:
             return False
         self.next_state_step = (self.global_step // freq + 1) * freq
         for net in (self.agent.online, self.agent.target):  # never replace a good snapshot
-            self.guard.check_parameters(net, self.global_step, "snapshot")
+            if net is not None:  # the joint update has no target network
+                self.guard.check_parameters(net, self.global_step, "snapshot")
         at_boundary = bool(just_reset.all())
         tensors = {
             **self.agent.state_tensors(),
