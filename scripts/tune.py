@@ -70,16 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.export:
         return export(spec, Path(args.presets))
+    trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
     try:
         study = tune(spec)
     except Interrupted as stop:
+        write_trials_csv(open_study(spec), trials_csv)
         print(
-            f"interrupted by {signal.Signals(stop.signum).name}; run the same command again "
-            "to continue the tuning (the unfinished trial is run again)",
+            f"interrupted by {signal.Signals(stop.signum).name}; the trial cut short does not "
+            "count against the budget: run the same command again to continue the tuning",
             file=sys.stderr,
         )
         return stop.exit_status
-    trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
     write_trials_csv(study, trials_csv)
     print(f"trials: {trials_csv}")
     best = best_settings(study)
