@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.interrupts import Interrupted
 from agents.study.grid import Cell, cell_config
 from agents.training import train
 from agents.tuning.spaces import decode_params, sample, space_for
@@ -155,12 +156,20 @@ def tune(spec: TuneSpec, report=print):
         budget = optuna.study.MaxTrialsCallback(
             spec.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         )
-        study.optimize(
-            lambda trial: run_trial(spec, trial),
-            n_trials=spec.trials - done,
-            callbacks=[budget, announce],
-            catch=(),
-        )
+        current = []
+
+        def objective(trial) -> float:
+            current[:] = [trial.number]
+            return run_trial(spec, trial)
+
+        try:
+            study.optimize(
+                objective, n_trials=spec.trials - done, callbacks=[budget, announce], catch=()
+            )
+        except Interrupted:  # Ctrl-C or SIGTERM: the trial cut short is failed, not left running
+            if current:
+                study.tell(current[0], state=optuna.trial.TrialState.FAIL)
+            raise
     return study
 
 

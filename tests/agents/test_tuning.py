@@ -209,3 +209,19 @@ def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_p
     with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none; tune them"):
         run_study(spec, report=lambda line: None)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_cut_short_by_a_signal_is_failed_and_not_counted(tmp_path, monkeypatch):
+    import signal
+
+    import agents.tuning.tuning as tuning
+    from agents.interrupts import Interrupted
+
+    def interrupted(spec, trial):
+        raise Interrupted(signal.SIGINT, True)
+
+    monkeypatch.setattr(tuning, "run_trial", interrupted)
+    with pytest.raises(Interrupted):
+        tune(spec_in(tmp_path, 2), report=lambda line: None)
+    study = tuning.open_study(spec_in(tmp_path, 2), create=False)
+    assert [t.state.name for t in study.trials] == ["FAIL"] and counted(study) == 0
