@@ -315,6 +315,14 @@ class FrameReplayBuffer:
         self._where[moved] = index
         self._where[slot] = -1
 
+    def end_episodes(self) -> None:
+        """Every env's next transition starts a new episode (envs reset before theirs ended).
+
+        The streams' last transitions keep their next_obs; no stack reaches across the cut,
+        since a new episode writes its whole first observation.
+        """
+        self._starts[:] = True
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything but the frames, for a training-state snapshot (``agents.frame_store``)."""
         return {

@@ -105,6 +105,9 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def end_episodes(self) -> None:
+        """The envs start fresh episodes: rows keep obs and next_obs, so nothing links them."""
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The stored rows and the sampling generator's state, for a training-state snapshot."""
         rows = {name: getattr(self, name)[: self.size] for name in COLUMNS}

@@ -263,6 +263,7 @@ class Trainer:
         else:  # not at an episode boundary: fresh episodes from here
             obs, _ = self.envs.reset(seed=self.run_cfg.seed + state["global_step"])
             just_reset = np.zeros(n_envs, dtype=bool)
+            self.buffer.end_episodes()
         return state["iteration"] + 1, obs, just_reset
 
     def snapshot_due(self, just_reset: np.ndarray) -> bool:

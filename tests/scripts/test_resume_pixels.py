@@ -4,6 +4,7 @@ run killed with SIGKILL resumes bit for bit, the game's own generator and sticky
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from script_helpers import TRAIN, assert_clean_success, run_script, script_env
 
 from agents.frame_store import frames_dir
 from agents.plotting import read_scalars
+from agents.snapshot import snapshot_dir
 
 pytest.importorskip("minatar", reason="needs the minatar extra: pip install -e '.[minatar]'")
 
@@ -93,3 +95,19 @@ def test_a_minatar_run_killed_at_a_random_step_resumes_bit_for_bit(
     assert all((expected[k] == got[k]).all() for k in expected), f"killed at {kill_at}"
     for tag in ("charts/episodic_return", "losses/td_loss", "eval/mean_return"):
         assert read_scalars(run_dir, tag) == read_scalars(uninterrupted, tag), (tag, kill_at)
+
+
+def test_a_finished_minatar_run_extends_from_its_mid_episode_snapshot(killer_env, tmp_path):
+    # The final snapshot is taken where the run stopped, here inside an episode: the resumed
+    # run starts fresh episodes, and the frame replay must take their first observations.
+    run_dir = tmp_path / "run"
+    short = [*FLAGS, "--total-timesteps", "1337", "--eval-freq", "0", "--run-dir", run_dir]
+    assert_clean_success(run_script(TRAIN, *short, env=killer_env))
+    env_state = json.loads((snapshot_dir(run_dir) / "state.json").read_text())["env"]
+    assert not env_state["at_boundary"]  # seeded: this run's step 1337 is inside an episode
+    before = read_scalars(run_dir, "charts/episodic_return")
+    extended = run_script(TRAIN, "--resume", run_dir, "--total-timesteps", "1700", env=killer_env)
+    assert_clean_success(extended)
+    assert max(step for step, _ in read_scalars(run_dir, "losses/td_loss")) > 1337
+    after = read_scalars(run_dir, "charts/episodic_return")
+    assert after[: len(before)] == before and after[-1][0] > 1337
