@@ -4,9 +4,12 @@ restart, pruning on greedy evaluations, and exporting the best settings as a pre
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
+import agents.tuning.tuning as tuning
+from agents.interrupts import Interrupted
 from agents.study.grid import VARIANTS
 from agents.tuning.presets import export_best, read_presets
 from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, sample, space_for
@@ -212,11 +215,6 @@ def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_p
 
 
 def test_a_trial_cut_short_by_a_signal_is_failed_and_not_counted(tmp_path, monkeypatch):
-    import signal
-
-    import agents.tuning.tuning as tuning
-    from agents.interrupts import Interrupted
-
     def interrupted(spec, trial):
         raise Interrupted(signal.SIGINT, True)
 
