@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from agents.centered_rmsprop import CenteredRMSprop
 from agents.config import DQNConfig
 from agents.replay import Batch
 from agents.snapshot import load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
@@ -190,7 +191,7 @@ class DQNAgent:
         return self._optimize(q_joint[:n], batch.actions, target, q_eval, None)
 
     def _optimize(self, q_all, actions, target, q_eval, target_gap) -> UpdateStats:
-        """Loss on Q(s, a), backward, gradient clipping, Adam step."""
+        """Loss on Q(s, a), backward, gradient clipping, optimizer step."""
         q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = self.loss_fn(q, target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -260,7 +261,7 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
 
 def make_optimizer(
     config: DQNConfig, params: list[torch.Tensor], device: torch.device
-) -> torch.optim.Optimizer:
+) -> torch.optim.Optimizer | CenteredRMSprop:
     """The configured optimizer over ``params``."""
     if config.optimizer == "rmsprop":
         return make_rmsprop(params, config.learning_rate)
@@ -269,12 +270,12 @@ def make_optimizer(
 
 # Centered RMSprop as the MinAtar reference DQN sets it up (squared-gradient momentum 0.95,
 # gradient momentum 0.95, minimum squared gradient 0.01).
-RMSPROP_SETTINGS = {"alpha": 0.95, "momentum": 0.95, "eps": 0.01, "centered": True}
+RMSPROP_SETTINGS = {"alpha": 0.95, "momentum": 0.95, "eps": 0.01}
 
 
-def make_rmsprop(params: list[torch.Tensor], lr: float) -> torch.optim.RMSprop:
-    """Centered RMSprop with the MinAtar reference DQN's settings, one foreach kernel."""
-    return torch.optim.RMSprop(params, lr=lr, foreach=True, **RMSPROP_SETTINGS)
+def make_rmsprop(params: list[torch.Tensor], lr: float) -> CenteredRMSprop:
+    """Centered RMSprop with the MinAtar reference DQN's settings, one kernel per pass."""
+    return CenteredRMSprop(params, lr=lr, **RMSPROP_SETTINGS)
 
 
 def make_adam(
