@@ -13,6 +13,7 @@ import sys
 
 from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
+from agents.study.stats import BOOTSTRAP_REPS
 from agents.study.study import PROTOCOLS, StudySpec, run_study
 
 
@@ -55,11 +56,20 @@ def parser() -> argparse.ArgumentParser:
         help="small grid: CartPole, 2 seeds, 8k steps (--protocol quick)",
     )
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
+    p.add_argument(
+        "--bootstrap-reps",
+        type=int,
+        default=None,
+        help=f"bootstrap resamples per interval (default: {BOOTSTRAP_REPS})",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
+        cli.error("--bootstrap-reps must be at least 1")
     grid = {"envs": list(ENVS), "variants": list(DEFAULT_VARIANTS), "seeds": 5}
     grid.update(PROTOCOLS.get(args.protocol, {}))
     spec = StudySpec(
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         ray_address=args.ray_address,
         storage=args.storage,
         out=args.out,
+        bootstrap_reps=args.bootstrap_reps,
     )
     if args.workers:
         spec.workers = args.workers

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.run_dir import path_safe
-from agents.study import stats
-from agents.study.grid import COLOURS, REFERENCE_POINTS, VARIANTS, Cell, reward_threshold
+from agents.study import figures, stats
+from agents.study.grid import REFERENCE_POINTS, SCORE_RANGES, VARIANTS, Cell, reward_threshold
 from agents.study.runner import is_done, read_curve
 
 
@@ -48,8 +48,10 @@ def write_runs_csv(path: Path, curves: dict[Cell, list[tuple[int, float]]]) -> N
                 writer.writerow([cell.env_id, cell.variant, cell.seed, step, f"{value:.4f}"])
 
 
-def summarize(curves: dict[Cell, list[tuple[int, float]]]) -> dict[tuple[str, str], dict]:
-    """Per env and variant: final return (mean, CI, IQM), AUC and steps to threshold."""
+def summarize(
+    curves: dict[Cell, list[tuple[int, float]]], reps: int | None = None
+) -> dict[tuple[str, str], dict]:
+    """Per env and variant: final return (mean, IQM, intervals), AUC and steps to threshold."""
     grouped: dict[tuple[str, str], list[list[tuple[int, float]]]] = defaultdict(list)
     for cell, curve in curves.items():
         if curve:
@@ -64,36 +66,40 @@ def summarize(curves: dict[Cell, list[tuple[int, float]]]) -> dict[tuple[str, st
         table[env_id, variant] = {
             "seeds": len(runs),
             "final_mean": float(np.mean(finals)),
-            "final_ci": stats.bootstrap_ci(finals),
-            "final_iqm": stats.interquartile_mean(finals),
+            "final_ci": stats.mean_ci(finals, reps),
+            "final_iqm": stats.iqm(finals),
+            "iqm_ci": stats.iqm_ci(finals, reps),
             "best_mean": float(np.mean(bests)),
             "auc_mean": float(np.mean(aucs)),
-            "auc_ci": stats.bootstrap_ci(aucs),
+            "auc_ci": stats.mean_ci(aucs, reps),
             "reached": sum(math.isfinite(r) for r in reach),
             "steps_median": float(np.median(reach)),
             "threshold": threshold,
             "finals": finals,
         }
-    add_differences_from_baseline(table)
+    add_differences_from_baseline(table, reps)
     return table
 
 
 BASELINE = "none"  # every variant is compared with the unnormalized network of its env
 
 
-def add_differences_from_baseline(table: dict[tuple[str, str], dict]) -> None:
-    """Each row gains ``vs_none``: mean final return minus the baseline's, with a 95%
-    bootstrap interval (None for the baseline itself or an env without one)."""
+def add_differences_from_baseline(table: dict[tuple[str, str], dict], reps=None) -> None:
+    """Each row gains ``vs_none`` (mean final return minus the baseline's, with its 95%
+    interval) and ``poi`` (probability of improvement over the baseline, with its interval);
+    None for the baseline itself or an env without one, intervals None below two seeds."""
     for (env_id, variant), row in table.items():
         base = table.get((env_id, BASELINE))
         if base is None or variant == BASELINE:
-            row["vs_none"] = None
+            row["vs_none"] = row["poi"] = None
             continue
         difference = row["final_mean"] - base["final_mean"]
         # One seed on either side resamples to a single value: no interval to judge by.
-        enough = min(len(row["finals"]), len(base["finals"])) >= 2
-        interval = stats.bootstrap_difference_ci(row["finals"], base["finals"]) if enough else None
-        row["vs_none"] = (difference, interval)
+        if min(len(row["finals"]), len(base["finals"])) < 2:
+            row["vs_none"], row["poi"] = (difference, None), None
+            continue
+        row["vs_none"] = (difference, stats.difference_ci(row["finals"], base["finals"], reps))
+        row["poi"] = stats.probability_of_improvement(row["finals"], base["finals"], reps)
 
 
 def _difference_text(variant: str, row: dict) -> str:
@@ -164,6 +170,13 @@ def _overview_cell(row: dict | None, most_seeds: int) -> str:
     return f"{row['final_mean']:.1f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def _poi_text(variant: str, row: dict) -> str:
+    if row.get("poi") is None:
+        return "baseline" if variant == BASELINE else "n/a"
+    point, (low, high) = row["poi"]
+    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def _steps_text(row: dict) -> str:
     if row["threshold"] is None:
         return "n/a"
@@ -179,18 +192,22 @@ def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
         f"### {env_id} ({solved})",
         "",
         "| variant | seeds | final greedy return: mean [95% CI] | best checkpoint: mean "
-        "| final - none: mean [95% CI] | IQM | AUC: mean [95% CI] | steps to threshold: median |",
-        "|---|---|---|---|---|---|---|---|",
+        "| final - none: mean [95% CI] | P(better than none) [95% CI] | IQM [95% CI] "
+        "| AUC: mean [95% CI] | steps to threshold: median |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in variants:
         row = table.get((env_id, variant))
         if row is None:
             continue
         low, high = row["final_ci"]
+        iqm_low, iqm_high = row["iqm_ci"]
         auc_low, auc_high = row["auc_ci"]
         lines.append(
             f"| {variant} | {row['seeds']} | {row['final_mean']:.1f} [{low:.1f}, {high:.1f}] "
-            f"| {row['best_mean']:.1f} | {_difference_text(variant, row)} | {row['final_iqm']:.1f} "
+            f"| {row['best_mean']:.1f} | {_difference_text(variant, row)} "
+            f"| {_poi_text(variant, row)} "
+            f"| {row['final_iqm']:.1f} [{iqm_low:.1f}, {iqm_high:.1f}] "
             f"| {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
             f"| {_steps_text(row)} |"
         )
@@ -205,59 +222,86 @@ def _reference_text(env_id: str) -> str:
     return f"Reference: {source} scores about {mean:g} +- {spread:g} after {step:,} steps."
 
 
-def plot_env(path: Path, env_id: str, curves: dict, variants: list[str]) -> None:
-    """Mean greedy return per variant with a 95% bootstrap band, one figure per env."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.5, 4.8))
-    for variant in variants:
-        runs = [
-            c for cell, c in curves.items() if cell.env_id == env_id and cell.variant == variant
+def normalized_finals(curves: dict, variants: list[str]) -> dict[str, np.ndarray]:
+    """Final returns normalized by each env's score range, as rliable's runs x envs matrix
+    per variant: the envs with a range that every listed variant ran, the seeds all share."""
+    envs = [e for e in dict.fromkeys(c.env_id for c in curves) if e in SCORE_RANGES]
+    ran = {v: {c.env_id for c in curves if c.variant == v and curves[c]} for v in variants}
+    envs = [e for e in envs if all(e in ran[v] for v in variants if ran[v])]
+    scores = {}
+    for variant in (v for v in variants if ran[v]):
+        seed_sets = [
+            {c.seed for c in curves if (c.env_id, c.variant) == (e, variant) and curves[c]}
+            for e in envs
         ]
-        runs = [c for c in runs if c]
-        if not runs:
+        seeds = sorted(set.intersection(*seed_sets)) if seed_sets else []
+        if len(envs) < 2 or not seeds:
             continue
-        steps = sorted({s for run in runs for s, _ in run})
-        grid = np.array([np.interp(steps, *zip(*run, strict=True)) for run in runs])
-        mean = grid.mean(axis=0)
-        bands = np.array(
-            [stats.bootstrap_ci(grid[:, i], resamples=2000) for i in range(len(steps))]
+        rows = []
+        for seed in seeds:
+            row = []
+            for env_id in envs:
+                low, high = SCORE_RANGES[env_id]
+                final = curves[Cell(env_id, variant, seed)][-1][1]
+                row.append((final - low) / (high - low))
+            rows.append(row)
+        scores[variant] = np.array(rows)
+    return scores
+
+
+def across_envs_table(scores: dict[str, np.ndarray], reps=None) -> str:
+    """IQM, mean and probability of improvement over no norm of normalized final returns."""
+    if not scores:
+        return ""
+    lines = [
+        "### Across envs: normalized final return (0 = random policy, 1 = the env's threshold)",
+        "",
+        "| variant | runs x envs | IQM [95% CI] | mean [95% CI] | P(better than none) [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    base = scores.get(BASELINE)
+    for variant, matrix in scores.items():
+        iqm, (iqm_low, iqm_high) = stats.aggregate_interval(matrix, "iqm", reps)
+        mean, (low, high) = stats.aggregate_interval(matrix, "mean", reps)
+        poi = "baseline" if variant == BASELINE else "n/a"
+        if base is not None and variant != BASELINE and min(len(matrix), len(base)) >= 2:
+            point, (p_low, p_high) = stats.probability_of_improvement(matrix, base, reps)
+            poi = f"{point:.2f} [{p_low:.2f}, {p_high:.2f}]"
+        runs, envs = matrix.shape
+        lines.append(
+            f"| {variant} | {runs} x {envs} | {iqm:.2f} [{iqm_low:.2f}, {iqm_high:.2f}] "
+            f"| {mean:.2f} [{low:.2f}, {high:.2f}] | {poi} |"
         )
-        colour = COLOURS.get(variant)
-        ax.plot(steps, mean, label=f"{variant} (n={len(runs)})", color=colour)
-        ax.fill_between(steps, bands[:, 0], bands[:, 1], color=colour, alpha=0.2)
-    threshold = reward_threshold(env_id)
-    if threshold is not None:
-        ax.axhline(threshold, color="black", linestyle=":", linewidth=1, label="threshold")
-    if env_id in REFERENCE_POINTS:
-        step, mean, spread, source = REFERENCE_POINTS[env_id]
-        ax.errorbar(step, mean, yerr=spread, fmt="D", color="black", capsize=4, label=source)
-    ax.set(title=env_id, xlabel="environment steps", ylabel="greedy evaluation return")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return "\n".join(lines) + "\n"
 
 
-def aggregate(root: Path, out: Path, cells: list[Cell], variants: list[str]) -> dict:
-    """Write runs.csv, one Markdown table and one PNG per env into ``out``."""
+def aggregate(
+    root: Path,
+    out: Path,
+    cells: list[Cell],
+    variants: list[str],
+    reps: int | None = None,
+) -> dict:
+    """Write runs.csv, the Markdown tables, one PNG per env and the across-env PNGs into
+    ``out``; ``reps`` bootstrap resamples for every interval (None: stats.BOOTSTRAP_REPS)."""
     curves = collect(root, cells, read_runs_csv(out / "runs.csv"))
     write_runs_csv(out / "runs.csv", curves)
     # Tables and plots come from the CSV as written (values rounded as stored), so a fresh
     # clone that has only the committed runs.csv rebuilds them byte for byte.
     curves = read_runs_csv(out / "runs.csv")
-    table = summarize(curves)
+    table = summarize(curves, reps)
     present = {cell.variant for cell in curves}
     variants = [v for v in dict.fromkeys([*variants, *VARIANTS]) if v in present]
     envs = list(dict.fromkeys(cell.env_id for cell in curves))
     sections = [markdown_table(env_id, table, variants) for env_id in envs]
+    scores = normalized_finals(curves, variants)
     if len(envs) > 1:
         sections.insert(0, overview_table(table, envs, variants))
+        if scores:
+            sections.insert(1, across_envs_table(scores, reps))
     (out / "tables.md").write_text("\n".join(sections))
     for env_id in envs:
-        plot_env(out / f"{path_safe(env_id)}.png", env_id, curves, variants)
+        figures.plot_env(out / f"{path_safe(env_id)}.png", env_id, curves, variants, reps)
+    if scores:
+        figures.plot_across_envs(out / "across_envs.png", scores, reps)
     return table

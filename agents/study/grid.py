@@ -48,6 +48,31 @@ REFERENCE_POINTS: dict[str, tuple[int, float, float, str]] = {
     "MinAtar/Breakout-v1": (500_000, 6.0, 2.0, "MinAtar reference DQN"),
 }
 
+# Figures draw one panel per family (no norm in each, as the reference); a variant of no
+# family gets a panel of its own kind.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "BatchNorm": (
+        "batchnorm",
+        "batchnorm_after",
+        "batchnorm_input",
+        "batchnorm_torso",
+        "batchnorm_joint",
+        "batchrenorm_joint",
+    ),
+    "LayerNorm and RMSNorm": ("layernorm", "layernorm_after", "layernorm_input", "rmsnorm"),
+}
+
+# Scores across envs are normalized as (return - random) / (target - random): random is a
+# uniform random policy's mean return over 100 episodes (seeds 0-99, measured with the
+# evaluation env), target the env's registered threshold. Envs without one are left out of
+# the across-env aggregate.
+SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "CartPole-v1": (23.68, 475.0),
+    "Acrobot-v1": (-497.08, -100.0),
+    "MountainCar-v0": (-200.0, -110.0),
+    "LunarLander-v3": (-191.96, 200.0),
+}
+
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 # The vector study's variants (batchnorm_torso needs a conv torso: it is for image envs).
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso")

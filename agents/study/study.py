@@ -72,6 +72,7 @@ class StudySpec:
     ray_address: str = ""
     storage: str = ""  # a URL (fsspec) the cells' run directories are copied to, if any
     out: str = ""  # results folder, if not results_dir/name
+    bootstrap_reps: int | None = None  # resamples behind each interval (None: the default)
 
     @property
     def runs_root(self) -> Path:
@@ -112,6 +113,8 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
         else:
             runner.run_local(*args, spec.workers, announce, where)
     runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
-    table = aggregate.aggregate(spec.runs_root, spec.results_root, grid, spec.variants)
-    report(f"results: {spec.results_root}/tables.md, runs.csv and one PNG per env")
+    table = aggregate.aggregate(
+        spec.runs_root, spec.results_root, grid, spec.variants, spec.bootstrap_reps
+    )
+    report(f"results: {spec.results_root}/tables.md, runs.csv and the PNGs")
     return table

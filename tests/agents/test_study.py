@@ -2,8 +2,10 @@
 
 import csv
 import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.checkpoint import write_json
@@ -15,21 +17,47 @@ from agents.training import train
 from qnorm import QnormError
 
 
-def test_bootstrap_ci_brackets_the_mean_and_collapses_for_constant_data():
-    low, high = stats.bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+def test_mean_interval_brackets_the_mean_and_collapses_for_constant_data():
+    low, high = stats.mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
     assert low < 3.0 < high and low >= 1.0 and high <= 5.0
-    assert stats.bootstrap_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+    assert stats.mean_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+    assert stats.mean_ci([1.0, 2.0, 3.0, 4.0, 5.0]) == (low, high)  # seeded: tables rebuild
 
 
-def test_bootstrap_difference_ci_is_exact_for_constant_groups_and_straddles_zero_for_noise():
-    assert stats.bootstrap_difference_ci([5.0, 5.0], [2.0, 2.0, 2.0]) == (3.0, 3.0)
-    low, high = stats.bootstrap_difference_ci([1.0, 9.0, 5.0], [4.0, 6.0, 5.0])
+def test_difference_interval_is_exact_for_constant_groups_and_straddles_zero_for_noise():
+    assert stats.difference_ci([5.0, 5.0], [2.0, 2.0, 2.0]) == (3.0, 3.0)
+    low, high = stats.difference_ci([1.0, 9.0, 5.0], [4.0, 6.0, 5.0])
     assert low < 0.0 < high
 
 
 def test_interquartile_mean_trims_a_quarter_from_each_end():
-    assert stats.interquartile_mean(range(1, 9)) == 4.5  # mean of 3, 4, 5, 6
-    assert stats.interquartile_mean([0.0, 10.0, 10.0, 10.0, 1000.0]) == 10.0
+    assert stats.iqm(range(1, 9)) == 4.5  # mean of 3, 4, 5, 6
+    assert stats.iqm([0.0, 10.0, 10.0, 10.0, 1000.0]) == 10.0
+    low, high = stats.iqm_ci([0.0, 10.0, 10.0, 10.0, 1000.0])
+    assert low <= 10.0 <= high < 1000.0  # one outlier run cannot drag it up
+
+
+def test_probability_of_improvement_counts_wins_and_half_ties():
+    assert stats.probability_of_improvement([5.0, 6.0, 7.0], [1.0, 2.0, 3.0]) == (1.0, (1.0, 1.0))
+    point, (low, high) = stats.probability_of_improvement([1.0, 2.0, 4.0], [2.0, 3.0, 0.0])
+    assert point == pytest.approx(5.0 / 9.0 + 0.5 / 9.0)  # 5 wins, 1 tie of 9 pairs
+    assert 0.0 <= low <= point <= high <= 1.0
+    # Several tasks (runs x envs): the per-task probabilities are averaged.
+    two_tasks = stats.probability_of_improvement([[5.0, 0.0], [6.0, 0.0]], [[1.0, 9.0], [2.0, 8.0]])
+    assert two_tasks[0] == 0.5
+
+
+def test_iqm_band_holds_the_iqm_of_every_step_between_its_bounds():
+    curves = np.array([[0.0, 10.0, 20.0], [2.0, 12.0, 80.0], [4.0, 14.0, 22.0], [6.0, 16.0, 24.0]])
+    point, low, high = stats.iqm_band(curves)
+    assert point == pytest.approx([3.0, 13.0, 23.0])  # middle two runs at each step
+    assert (low <= point).all() and (point <= high).all()
+
+
+def test_statistics_without_rliable_name_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)  # import rliable fails
+    with pytest.raises(QnormError, match=r"rliable: pip install -e '\.\[stats\]'"):
+        stats.mean_ci([1.0, 2.0])
 
 
 def test_auc_and_steps_to_threshold_on_a_known_curve():
@@ -75,8 +103,65 @@ def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     difference, (low, high) = layer["vs_none"]
     assert difference == 300.0 and (low, high) == (200.0, 400.0)  # none's mean is 100..300
     assert "| +300.0 [+200.0, +400.0] |" in text and "| baseline |" in text
+    assert layer["poi"] == (1.0, (1.0, 1.0))  # each layernorm run beats each none run
+    assert "| +300.0 [+200.0, +400.0] | 1.00 [1.00, 1.00] | 500.0 [500.0, 500.0] |" in text
     assert "better: layernorm; worse: no variant; not distinguishable: no variant" in text
     assert (out / "CartPole-v1.png").stat().st_size > 1000
+    assert "Across envs" not in text  # one env: nothing to aggregate across
+
+
+def two_env_results(root: Path) -> list[Cell]:
+    """Finals at known normalized scores: CartPole (23.68 .. 475), Acrobot (-497.08 .. -100)."""
+    finals = {
+        ("CartPole-v1", "none"): (475.0, 23.68),  # normalized 1 and 0
+        ("CartPole-v1", "layernorm"): (475.0, 475.0),
+        ("Acrobot-v1", "none"): (-100.0, -100.0),
+        ("Acrobot-v1", "layernorm"): (-497.08, -100.0),
+    }
+    for (env_id, variant), values in finals.items():
+        for seed, final in enumerate(values):
+            fake_cell(root, Cell(env_id, variant, seed), [(0, 0.0), (1000, final)])
+    return cells(["CartPole-v1", "Acrobot-v1"], ["none", "layernorm"], [0, 1])
+
+
+def test_scores_across_envs_are_normalized_by_random_and_threshold(tmp_path):
+    from agents.study.aggregate import normalized_finals, read_runs_csv
+
+    root, out = tmp_path / "runs", tmp_path / "results"
+    aggregate(root, out, two_env_results(root), ["none", "layernorm"])
+    scores = normalized_finals(read_runs_csv(out / "runs.csv"), ["none", "layernorm"])
+    assert scores["none"] == pytest.approx(np.array([[1.0, 1.0], [0.0, 1.0]]), abs=1e-4)
+    assert scores["layernorm"] == pytest.approx(np.array([[1.0, 0.0], [1.0, 1.0]]), abs=1e-4)
+    text = (out / "tables.md").read_text()
+    assert "### Across envs: normalized final return" in text
+    assert "| none | 2 x 2 | " in text and "| baseline |" in text
+    # P(layernorm beats none): 0.75 on CartPole (3 wins, 1 tie of 4), 0.25 on Acrobot.
+    assert "| layernorm | 2 x 2 | 1.00 " in text and "| 0.50 [" in text
+    for name in ("across_envs_aggregates.png", "across_envs_profiles.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_an_env_without_a_score_range_stays_out_of_the_across_env_aggregate():
+    from agents.study.aggregate import normalized_finals
+
+    curves = {
+        Cell("CartPole-v1", "none", 0): [(0, 475.0)],
+        Cell("MountainCar-v0", "none", 0): [(0, -110.0)],
+        Cell("NoRange-v0", "none", 0): [(0, 1.0)],
+    }
+    assert normalized_finals(curves, ["none"])["none"] == pytest.approx(np.array([[1.0, 1.0]]))
+    assert normalized_finals({Cell("CartPole-v1", "none", 0): [(0, 1.0)]}, ["none"]) == {}
+
+
+def test_figures_draw_one_panel_per_norm_family_with_no_norm_in_each():
+    from agents.study.figures import panels
+
+    variants = ["none", "batchnorm", "layernorm", "batchrenorm_joint", "rmsnorm"]
+    assert panels(variants) == [
+        ("BatchNorm", ["none", "batchnorm", "batchrenorm_joint"]),
+        ("LayerNorm and RMSNorm", ["none", "layernorm", "rmsnorm"]),
+    ]
+    assert panels(["none"]) == [("none", ["none"])]
 
 
 def test_outputs_rebuilt_from_runs_csv_alone_are_byte_identical(tmp_path):

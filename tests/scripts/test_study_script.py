@@ -72,6 +72,16 @@ def test_default_is_the_full_grid_and_aggregate_only_trains_nothing(study_script
     assert (spec.envs, spec.variants, spec.seeds) == (list(ENVS), list(DEFAULT_VARIANTS), 5)
 
 
+def test_bootstrap_resamples_reach_the_study_and_must_be_positive(study_script, capsys):
+    study_script.main(["--aggregate-only", "--bootstrap-reps", "500"])
+    ((spec, _),) = study_script.calls
+    assert spec.bootstrap_reps == 500
+    with pytest.raises(SystemExit) as stop:
+        study_script.main(["--aggregate-only", "--bootstrap-reps", "0"])
+    assert stop.value.code == 2
+    assert "error: --bootstrap-reps must be at least 1" in capsys.readouterr().err
+
+
 # A study cell that trains for about a second and evaluates twice.
 TINY_STUDY = [
     "run.total_timesteps=600",
@@ -91,6 +101,7 @@ def run_tiny_study(tmp_path, *extra):
         *("--name", "tiny", "--envs", "CartPole-v1", "--variants", "none", "batchnorm"),
         *("--seeds", "1", "--workers", "2", "--set", *TINY_STUDY),
         *("--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")),
+        *("--bootstrap-reps", "200"),
         *extra,
     )
 
