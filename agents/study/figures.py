@@ -135,6 +135,7 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
         algorithms=list(scores),
         colors=colours,
         xlabel="normalized final return",
+        xlabel_y_coordinate=-0.3,
     )
     _save(fig, path.with_name(path.stem + "_aggregates.png"), plt)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -149,7 +150,8 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
         labelsize="medium",
         ticklabelsize="small",
     )
-    ax.legend([f"{v} (n={len(scores[v])})" for v in profiles], fontsize=8, loc="lower left")
+    labels = [f"{v} (n={len(scores[v])})" for v in profiles]  # the lines, not their bands
+    ax.legend(ax.get_lines()[: len(labels)], labels, fontsize=8, loc="lower left")
     _save(fig, path.with_name(path.stem + "_profiles.png"), plt)
 
 
