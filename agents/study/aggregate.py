@@ -228,14 +228,16 @@ def normalized_finals(curves: dict, variants: list[str]) -> dict[str, np.ndarray
     envs = [e for e in dict.fromkeys(c.env_id for c in curves) if e in SCORE_RANGES]
     ran = {v: {c.env_id for c in curves if c.variant == v and curves[c]} for v in variants}
     envs = [e for e in envs if all(e in ran[v] for v in variants if ran[v])]
+    if len(envs) < 2:
+        return {}
     scores = {}
     for variant in (v for v in variants if ran[v]):
         seed_sets = [
             {c.seed for c in curves if (c.env_id, c.variant) == (e, variant) and curves[c]}
             for e in envs
         ]
-        seeds = sorted(set.intersection(*seed_sets)) if seed_sets else []
-        if len(envs) < 2 or not seeds:
+        seeds = sorted(set.intersection(*seed_sets))
+        if not seeds:
             continue
         rows = []
         for seed in seeds:

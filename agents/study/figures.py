@@ -61,21 +61,18 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str], reps=No
         1, len(layout), figsize=(PANEL_WIDTH * len(layout), PANEL_HEIGHT), squeeze=False
     )
     for ax, (title, members) in zip(axes[0], layout, strict=True):
-        points, bands, counts = {}, {}, {}
-        for variant in members:
+        for variant in members:  # each curve on its own steps: runs may differ in length
             runs = [c for cell, c in curves.items() if _of(cell, env_id, variant) and c]
             if not runs:
                 continue
             steps, grid = _curve_grid(runs)
             point, low, high = stats.iqm_band(grid, reps)
             label = f"{variant} (n={len(runs)})"
-            points[label], bands[label], counts[label] = point, np.stack([low, high]), steps
-        for label in points:  # runs of different lengths: each curve on its own steps
             plot_utils.plot_sample_efficiency_curve(
-                np.asarray(counts[label]),
-                {label: points[label]},
-                {label: bands[label]},
-                colors={label: COLOURS.get(label.split(" ")[0], "#888888")},
+                np.asarray(steps),
+                {label: point},
+                {label: np.stack([low, high])},
+                colors={label: COLOURS.get(variant, "#888888")},
                 ax=ax,
                 xlabel="environment steps",
                 ylabel="greedy return (IQM)",
