@@ -8,12 +8,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import torch
 from torch import nn
 
 from agents.checkpoint import Policy, load_policy
 from agents.envs import env_module, make_env
 from agents.extras import install_command
 from qnorm import QnormError, fold_batchnorm, greedy_action
+from qnorm.recalibration import recalibrate_batch_statistics
 
 
 @dataclass
@@ -22,6 +24,8 @@ class EvalResult:
 
     returns: list[float]
     lengths: list[int]
+    # {"states", "modules", "seed"} when running statistics were recomputed first
+    recalibration: dict | None = None
 
     @property
     def mean_return(self) -> float:
@@ -48,6 +52,33 @@ def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> Eval
         returns.append(total)
         lengths.append(length)
     return EvalResult(returns, lengths)
+
+
+# Recalibration plays its own episodes, seeded apart from the evaluation's.
+RECALIBRATION_SEED_OFFSET = 10_007
+
+
+def on_policy_states(net: nn.Module, env: gym.Env, count: int, seed: int) -> np.ndarray:
+    """``count`` observations the greedy policy visits, over as many episodes as it takes."""
+    states = []
+    obs, _ = env.reset(seed=seed)
+    while len(states) < count:
+        states.append(obs)
+        obs, _, terminated, truncated, _ = env.step(greedy_action(net, obs))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.stack(states)
+
+
+def recalibrate_on_policy(policy: Policy, env_id: str, count: int, seed: int) -> dict:
+    """Recompute the policy's running statistics from ``count`` states it visits itself."""
+    env = make_eval_env(env_id)
+    try:
+        states = on_policy_states(policy.network, env, count, seed)
+    finally:
+        env.close()
+    modules = recalibrate_batch_statistics(policy.network, torch.as_tensor(states))
+    return {"states": count, "modules": modules, "seed": seed}
 
 
 def check_env_matches(env: gym.Env, obs_shape: tuple[int, ...], num_actions: int) -> None:
@@ -104,17 +135,32 @@ def evaluate_checkpoint(
     env_id: str | None = None,
     video_dir: str | Path | None = None,
     fold: bool = True,
+    recalibrate: int = 0,
 ) -> tuple[Policy, EvalResult]:
-    """Load a checkpoint (or a run's final one) and play greedy episodes on its env."""
+    """Load a checkpoint (or a run's final one) and play greedy episodes on its env.
+
+    ``recalibrate`` > 0 first recomputes the network's running statistics from that many
+    states the policy visits (its own episodes, seeded apart), then evaluates.
+    """
     if episodes < 1:
         raise QnormError(f"episodes must be positive, got {episodes}")
+    if recalibrate < 0 or recalibrate == 1:
+        raise QnormError(f"recalibrating needs at least 2 states, got {recalibrate}")
     policy = load_policy(path)
     if env_id is None:
         refuse_module_import(policy.env_id)
-    net = fold_batchnorm(policy.network) if fold else policy.network
     env = make_eval_env(env_id or policy.env_id, video_dir)
     try:
         check_env_matches(env, policy.obs_shape, policy.spec.num_actions)
-        return policy, run_episodes(net, env, episodes, seed)
+        recalibration = None
+        if recalibrate:
+            shifted = seed + RECALIBRATION_SEED_OFFSET
+            recalibration = recalibrate_on_policy(
+                policy, env_id or policy.env_id, recalibrate, shifted
+            )
+        net = fold_batchnorm(policy.network) if fold else policy.network
+        result = run_episodes(net, env, episodes, seed)
+        result.recalibration = recalibration
+        return policy, result
     finally:
         env.close()

@@ -30,6 +30,7 @@ from qnorm.norms import (
     norm_names,
     register_norm,
 )
+from qnorm.recalibration import recalibrate_batch_statistics
 from qnorm.sync import hard_update, make_target, soft_update
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "norm_names",
     "observation_ndim",
     "q_values",
+    "recalibrate_batch_statistics",
     "register_norm",
     "soft_update",
     "spec_from_dict",

@@ -22,13 +22,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-fold", action="store_true", help="keep BatchNorm layers instead of folding them"
     )
+    p.add_argument(
+        "--recalibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first recompute BatchNorm's running statistics from N states the policy visits "
+        "(its own episodes): do stale statistics explain a poor score?",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     policy, result = evaluate_checkpoint(
-        args.path, args.episodes, args.seed, args.env_id, args.video, fold=not args.no_fold
+        args.path,
+        args.episodes,
+        args.seed,
+        args.env_id,
+        args.video,
+        fold=not args.no_fold,
+        recalibrate=args.recalibrate,
     )
     better = better_checkpoint(policy.path)
     summary = {
@@ -44,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "lengths": result.lengths,
         "training_evaluation": recorded_evaluation(policy.path),
         "better_in_run": None if better is None else {"checkpoint": str(better[0]), **better[1]},
+        "recalibrated": result.recalibration,
     }
     if args.json:
         print(json.dumps(summary))
@@ -54,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
         f"over {len(result.returns)} episodes"
     )
+    if result.recalibration is not None:
+        done = result.recalibration
+        print(
+            f"running statistics of {done['modules']} layer(s) recomputed first from "
+            f"{done['states']} states of the policy's own episodes (seed {done['seed']})"
+            if done["modules"]
+            else "no BatchNorm layers: nothing to recalibrate"
+        )
     if better is not None:
         path, record = better
         mine = summary["training_evaluation"]

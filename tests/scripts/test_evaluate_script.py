@@ -168,3 +168,20 @@ def test_a_run_without_evaluations_claims_nothing_about_better_checkpoints(train
     assert summary["better_in_run"] is None and summary["training_evaluation"] is None
     ran = run_script(EVALUATE, trained_run, "--episodes", "1")
     assert "better" not in ran.stdout and "scored higher" not in ran.stdout
+
+
+def test_recalibration_recomputes_statistics_from_the_policys_own_states(trained_run):
+    before = snapshot(trained_run)
+    plain = evaluate_json(trained_run, "--episodes", "3")
+    summary = evaluate_json(trained_run, "--episodes", "3", "--recalibrate", "300")
+    assert plain["recalibrated"] is None
+    assert summary["recalibrated"] == {"states": 300, "modules": 2, "seed": 10_007}
+    assert snapshot(trained_run) == before  # the checkpoint on disk is never rewritten
+    text = run_script(EVALUATE, trained_run, "--episodes", "2", "--recalibrate", "50")
+    assert_clean_success(text)
+    assert "running statistics of 2 layer(s) recomputed first from 50 states" in text.stdout
+
+
+def test_recalibration_needs_two_states(trained_run):
+    line = assert_one_error_line(run_script(EVALUATE, trained_run, "--recalibrate", "1"))
+    assert "at least 2 states" in line
