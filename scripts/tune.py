@@ -44,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=TuneSpec.storage, help="an Optuna database URL")
     p.add_argument("--runs-dir", default=TuneSpec.runs_dir, help="where trial runs go")
     p.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=None,
+        help="seed of the TPE sampler, for a reproducible tuning on one worker (default: "
+        "fresh entropy; workers started together on one study need different seeds)",
+    )
+    p.add_argument(
         "--export",
         action="store_true",
         help="only write the best trial's settings to the tuned presets (no new trials)",
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides=parse_settings(args.set),
         storage=args.storage,
         runs_dir=args.runs_dir,
+        sampler_seed=args.sampler_seed,
     )
     if args.export:
         return export(spec, Path(args.presets))

@@ -39,7 +39,11 @@ class TuneSpec:
     overrides: dict | None = None  # study-wide settings, e.g. run.total_timesteps
     storage: str = "sqlite:///results/tuning/tuning.db"
     runs_dir: str = "runs/tune"
-    sampler_seed: int = 0
+    # None: every process samples on fresh entropy, so workers sharing one study never draw
+    # the same points. A seed makes a single worker reproducible; it is offset by the trials
+    # already stored, so a resumed tuning does not replay its first random points. Workers
+    # started together on one study need different seeds.
+    sampler_seed: int | None = None
 
     @property
     def study_name(self) -> str:
@@ -90,16 +94,24 @@ def open_study(spec: TuneSpec, create: bool = True):
             return optuna.load_study(study_name=spec.study_name, storage=storage)
         except KeyError:
             raise QnormError(f"{spec.storage} holds no tuning of {spec.study_name}") from None
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=spec.study_name,
         storage=storage,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=5, n_warmup_steps=total_steps(spec) // 2
         ),
     )
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec, study))
+    return study
+
+
+def sampler_seed(spec: TuneSpec, study) -> int | None:
+    """The TPE sampler's seed for this process (see ``TuneSpec.sampler_seed``)."""
+    if spec.sampler_seed is None:
+        return None
+    return spec.sampler_seed + len(study.get_trials(deepcopy=False))
 
 
 def total_steps(spec: TuneSpec) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from agents.tuning.tuning import (
     best_settings,
     counted,
     holding_score,
+    open_study,
     run_trial,
     tune,
 )
@@ -223,3 +225,22 @@ def test_a_trial_cut_short_by_a_signal_is_failed_and_not_counted(tmp_path, monke
         tune(spec_in(tmp_path, 2), report=lambda line: None)
     study = tuning.open_study(spec_in(tmp_path, 2), create=False)
     assert [t.state.name for t in study.trials] == ["FAIL"] and counted(study) == 0
+
+
+def first_points(spec, workers: int) -> list[dict]:
+    """The first point each of ``workers`` processes' samplers draws on one shared study."""
+    studies = [open_study(spec) for _ in range(workers)]  # all open before any trial exists
+    return [sample(study.ask(), space_for(spec.variant)) for study in studies]
+
+
+def test_workers_sharing_a_study_draw_different_points(tmp_path):
+    one, other = first_points(spec_in(tmp_path, 2), workers=2)
+    assert one != other
+
+
+def test_a_seeded_tuning_is_reproducible_and_a_resumed_one_does_not_replay(tmp_path):
+    seeded = [replace(spec_in(tmp_path / name, 2), sampler_seed=5) for name in ("a", "b")]
+    first = first_points(seeded[0], 1)
+    assert first == first_points(seeded[1], 1)
+    resumed = first_points(seeded[0], 1)  # a second process: one trial is stored already
+    assert resumed != first
