@@ -84,18 +84,23 @@ def summarize(
 BASELINE = "none"  # every variant is compared with the unnormalized network of its env
 
 
+# A bootstrap over one seed resamples to a single value, over two to three values that never
+# leave the two seeds' range: a "95%" interval from so few says nothing, so no verdict.
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 def add_differences_from_baseline(table: dict[tuple[str, str], dict], reps=None) -> None:
     """Each row gains ``vs_none`` (mean final return minus the baseline's, with its 95%
     interval) and ``poi`` (probability of improvement over the baseline, with its interval);
-    None for the baseline itself or an env without one, intervals None below two seeds."""
+    None for the baseline itself or an env without one, intervals None below
+    MIN_SEEDS_FOR_INTERVAL seeds on either side."""
     for (env_id, variant), row in table.items():
         base = table.get((env_id, BASELINE))
         if base is None or variant == BASELINE:
             row["vs_none"] = row["poi"] = None
             continue
         difference = row["final_mean"] - base["final_mean"]
-        # One seed on either side resamples to a single value: no interval to judge by.
-        if min(len(row["finals"]), len(base["finals"])) < 2:
+        if min(len(row["finals"]), len(base["finals"])) < MIN_SEEDS_FOR_INTERVAL:
             row["vs_none"], row["poi"] = (difference, None), None
             continue
         row["vs_none"] = (difference, stats.difference_ci(row["finals"], base["finals"], reps))

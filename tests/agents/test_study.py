@@ -79,27 +79,29 @@ def fake_cell(root: Path, cell: Cell, curve: list[tuple[int, float]]) -> None:
 
 def test_aggregation_of_synthetic_curves_gives_known_numbers(tmp_path):
     root, out = tmp_path / "runs", tmp_path / "results"
-    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0, 1])
+    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0, 1, 2])
     finals = {
         ("none", 0): 100.0,
-        ("none", 1): 300.0,
+        ("none", 1): 200.0,
+        ("none", 2): 300.0,
         ("layernorm", 0): 500.0,
         ("layernorm", 1): 500.0,
+        ("layernorm", 2): 500.0,
     }
     for (variant, seed), final in finals.items():
         fake_cell(root, Cell("CartPole-v1", variant, seed), [(0, 0.0), (1000, final)])
     table = aggregate(root, out, grid, ["none", "layernorm"])
     none = table["CartPole-v1", "none"]
-    assert none["seeds"] == 2 and none["final_mean"] == 200.0
-    assert none["auc_mean"] == 100.0  # mean height of 0->100 and 0->300 lines
+    assert none["seeds"] == 3 and none["final_mean"] == 200.0
+    assert none["auc_mean"] == 100.0  # mean height of the 0->100, 0->200 and 0->300 lines
     assert none["reached"] == 0 and math.isinf(none["steps_median"])
     layer = table["CartPole-v1", "layernorm"]
-    assert layer["reached"] == 2 and layer["steps_median"] == 1000.0
+    assert layer["reached"] == 3 and layer["steps_median"] == 1000.0
     rows = list(csv.DictReader((out / "runs.csv").read_text().splitlines()))
-    assert len(rows) == 8 and {r["variant"] for r in rows} == {"none", "layernorm"}
+    assert len(rows) == 12 and {r["variant"] for r in rows} == {"none", "layernorm"}
     text = (out / "tables.md").read_text()
-    assert "| none | 2 | 200.0 [100.0, 300.0] |" in text
-    assert "1,000 (2/2 reached)" in text
+    assert "| none | 3 | 200.0 [100.0, 300.0] |" in text
+    assert "1,000 (3/3 reached)" in text
     difference, (low, high) = layer["vs_none"]
     assert difference == 300.0 and (low, high) == (200.0, 400.0)  # none's mean is 100..300
     assert "| +300.0 [+200.0, +400.0] |" in text and "| baseline |" in text
@@ -187,17 +189,22 @@ def test_overview_marks_each_variant_against_no_norm_on_every_env():
         Cell("CartPole-v1", "none", 1): [(0, 120.0)],
         Cell("CartPole-v1", "layernorm", 0): [(0, 300.0)],
         Cell("CartPole-v1", "layernorm", 1): [(0, 310.0)],
+        Cell("CartPole-v1", "none", 2): [(0, 110.0)],
+        Cell("CartPole-v1", "layernorm", 2): [(0, 305.0)],
         Cell("Acrobot-v1", "none", 0): [(0, -80.0)],
         Cell("Acrobot-v1", "none", 1): [(0, -60.0)],
+        Cell("Acrobot-v1", "none", 2): [(0, -70.0)],
         Cell("Acrobot-v1", "layernorm", 0): [(0, -90.0)],
         Cell("Acrobot-v1", "layernorm", 1): [(0, -50.0)],
+        Cell("Acrobot-v1", "layernorm", 2): [(0, -70.0)],
         Cell("Acrobot-v1", "rmsnorm", 0): [(0, -300.0)],
+        Cell("Acrobot-v1", "rmsnorm", 1): [(0, -310.0)],
     }
     text = overview_table(summarize(curves), ["CartPole-v1", "Acrobot-v1"], VARIANTS)
     assert "| none | 110.0 | -70.0 |" in text
     assert "| layernorm | 305.0 (better) | -70.0 (tie) |" in text
-    # One seed: no interval to judge it by, and fewer seeds than the others.
-    assert "| rmsnorm | not run | -300.0 (untested, 1 seeds) |" in text
+    # Two seeds: no interval to judge it by, and fewer seeds than the others.
+    assert "| rmsnorm | not run | -305.0 (untested, 2 seeds) |" in text
     assert "batchnorm |" not in text  # variants run on no env are left out
 
 
@@ -265,11 +272,13 @@ def test_envs_without_a_reference_point_get_no_reference_line(tmp_path):
     assert "Reference:" not in (out / "tables.md").read_text()
 
 
-def test_one_seed_is_never_called_better_or_worse(tmp_path):
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_fewer_than_three_seeds_are_never_called_better_or_worse(tmp_path, seeds):
     root, out = tmp_path / "runs", tmp_path / "results"
-    fake_cell(root, Cell("CartPole-v1", "none", 0), [(0, 10.0), (1000, 20.0)])
-    fake_cell(root, Cell("CartPole-v1", "layernorm", 0), [(0, 10.0), (1000, 90.0)])
-    grid = cells(["CartPole-v1"], ["none", "layernorm"], [0])
+    for seed in range(seeds):  # two seeds 70 apart on every draw: still no verdict
+        fake_cell(root, Cell("CartPole-v1", "none", seed), [(0, 10.0), (1000, 20.0 + seed)])
+        fake_cell(root, Cell("CartPole-v1", "layernorm", seed), [(0, 10.0), (1000, 90.0 + seed)])
+    grid = cells(["CartPole-v1"], ["none", "layernorm"], list(range(seeds)))
     table = aggregate(root, out, grid, ["none", "layernorm"])
     assert table["CartPole-v1", "layernorm"]["vs_none"] == (70.0, None)
     text = (out / "tables.md").read_text()
