@@ -40,6 +40,18 @@ class NetworkConfig:
             "running-statistics momentum of batchnorm and batchrenorm (0: theirs, 0.1 and 0.01)"
         ),
     )
+    norm_layers: str = field(
+        default="all",
+        metadata=_opt(
+            "which hidden layers of an MLP get the norm", choices=("all", "first", "not_last")
+        ),
+    )
+    # Batch Renormalization (norm batchrenorm): CrossQ's reference uses 100k warm-up passes.
+    renorm_warmup: int = field(
+        default=5_000, metadata=_opt("batchrenorm: train-mode passes of plain BatchNorm first")
+    )
+    renorm_rmax: float = field(default=3.0, metadata=_opt("batchrenorm: clip of r (>= 1)"))
+    renorm_dmax: float = field(default=5.0, metadata=_opt("batchrenorm: clip of d (>= 0)"))
     # Image observations only: the conv torso in front of the hidden layers above.
     conv_preset: str = field(
         default="auto",
@@ -287,6 +299,12 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(
             f"norm_momentum must be in (0, 1], or 0 for the norm's own, "
             f"got {config.network.norm_momentum}"
+        )
+    net = config.network
+    if net.renorm_rmax < 1.0 or net.renorm_dmax < 0 or net.renorm_warmup < 0:
+        raise QnormError(
+            "batchrenorm needs renorm_rmax >= 1, renorm_dmax >= 0 and renorm_warmup >= 0, got "
+            f"{net.renorm_rmax}, {net.renorm_dmax} and {net.renorm_warmup}"
         )
     if not dqn.max_grad_norm >= 0:
         raise QnormError(

@@ -50,7 +50,16 @@ def mlp_spec(net: NetworkConfig, obs_dim: int, num_actions: int) -> QNetworkSpec
         dueling=net.dueling,
         norm_groups=net.norm_groups,
         norm_momentum=net.norm_momentum or None,
+        norm_options=norm_options(net),
+        norm_layers=net.norm_layers,
     )
+
+
+def norm_options(net: NetworkConfig) -> dict:
+    """The norm kind's own options from the config (BatchRenorm's clips and warm-up)."""
+    if net.norm != "batchrenorm":
+        return {}
+    return {"warmup_steps": net.renorm_warmup, "rmax": net.renorm_rmax, "dmax": net.renorm_dmax}
 
 
 def conv_spec(
@@ -59,6 +68,11 @@ def conv_spec(
     """The conv spec for image observations: the preset's torso, overridden field by field."""
     if net.input_norm:
         raise QnormError("input_norm applies to vector observations, not to images")
+    if net.norm_layers != "all":
+        raise QnormError(
+            "norm_layers applies to MLPs; a conv network chooses its normalized part with "
+            "norm_target (torso, head or both)"
+        )
     name = net.conv_preset if net.conv_preset != "auto" else (family_preset or "nature")
     torso = {k: v for k, v in conv_preset(name).items() if k in _CONV_OVERRIDES}
     for spec_field, config_field in _CONV_OVERRIDES.items():
@@ -79,6 +93,7 @@ def conv_spec(
         norm_target=net.norm_target,
         norm_groups=net.norm_groups,
         norm_momentum=net.norm_momentum or None,
+        norm_options=norm_options(net),
         channels_last=is_channels_last(shape),
         obs_scale=1.0 / 255.0 if np.dtype(observation_space.dtype) == np.uint8 else 1.0,
         dueling=net.dueling,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -44,6 +45,17 @@ class RunLogger:
             if is_batch_statistics_module(module) and module.running_mean is not None:
                 self.writer.add_histogram(f"norm/{name}/running_mean", module.running_mean, step)
                 self.writer.add_histogram(f"norm/{name}/running_var", module.running_var, step)
+
+    def weight_norms(self, net: nn.Module, step: int) -> None:
+        """The L2 norm of every Linear and Conv2d weight (``norm/weight_norm/<layer>``).
+
+        A weight followed by a batch-statistics norm is scale invariant: its updates change
+        the function by about lr / norm, so a growing norm is a falling effective step size.
+        """
+        for name, module in net.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                value = float(torch.linalg.vector_norm(module.weight.detach()))
+                self.writer.add_scalar(f"norm/weight_norm/{name}", value, step)
 
     def close(self) -> None:
         """Flush and close the event files."""

@@ -432,6 +432,7 @@ class Trainer:
         if diagnostics.target_stats_gap is not None:
             self.logger.scalar("norm/target_stats_gap", diagnostics.target_stats_gap, step)
         self.logger.norm_statistics(self.agent.online, step)
+        self.logger.weight_norms(self.agent.online, step)
 
     def periodic(
         self, iteration: int, n_envs: int, start: tuple, epsilon: float, progress: Progress

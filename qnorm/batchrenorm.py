@@ -5,6 +5,12 @@ running statistics: x_hat = (x - mean_B) / std_B * r + d, with r = std_B / std_r
 d = (mean_B - mean_run) / std_run clipped to [1/rmax, rmax] and [-dmax, dmax] and held
 constant for gradients. During the first ``warmup_steps`` train-mode passes r = 1 and
 d = 0, which is plain BatchNorm. Eval mode uses the running statistics, like BatchNorm.
+
+The running variance averages the batch's biased variance, as CrossQ's reference layer does
+(its statistics come from the same biased estimate it normalizes with), so at a stationary
+input r is 1 on average rather than sqrt((n - 1) / n). ``unbiased_running_var=True`` averages
+n / (n - 1) times it, torch BatchNorm's choice and qnorm's earlier one (network specs saved
+before the option existed keep it).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class BatchRenorm(nn.Module):
         rmax: float = 3.0,
         dmax: float = 5.0,
         warmup_steps: int = 5_000,
+        unbiased_running_var: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < momentum <= 1.0 or eps <= 0 or rmax < 1.0 or dmax < 0 or warmup_steps < 0:
@@ -40,6 +47,7 @@ class BatchRenorm(nn.Module):
         self.num_features = num_features
         self.momentum, self.eps = momentum, eps
         self.rmax, self.dmax, self.warmup_steps = rmax, dmax, warmup_steps
+        self.unbiased_running_var = unbiased_running_var
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -49,7 +57,8 @@ class BatchRenorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, rmax={self.rmax}, "
-            f"dmax={self.dmax}, warmup_steps={self.warmup_steps}"
+            f"dmax={self.dmax}, warmup_steps={self.warmup_steps}, "
+            f"unbiased_running_var={self.unbiased_running_var}"
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,5 +89,7 @@ class BatchRenorm(nn.Module):
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
         self.running_mean.lerp_(mean, self.momentum)
-        self.running_var.lerp_(var * (n / (n - 1)), self.momentum)
+        if self.unbiased_running_var:
+            var = var * (n / (n - 1))
+        self.running_var.lerp_(var, self.momentum)
         self.num_batches_tracked.add_(1)

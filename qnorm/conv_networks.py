@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -75,6 +75,7 @@ class ConvQNetworkSpec:
     norm_target: str = "both"  # which part is normalized: torso, head or both
     norm_groups: int = 8  # group count of kinds that take one (groupnorm)
     norm_momentum: float | None = None  # batch-statistics kinds' momentum; None: their default
+    norm_options: dict = field(default_factory=dict)  # more options of the kind (RENORM_OPTIONS)
     channels_last: bool = False  # observations are (H, W, C), as MinAtar's
     obs_scale: float = 1.0  # multiplies the float32 observation (1/255 for uint8 frames)
     dueling: bool = False
@@ -173,7 +174,12 @@ def _torso_layers(spec: ConvQNetworkSpec) -> OrderedDict[str, nn.Module]:
     blocks = zip(spec.channels, spec.kernels, spec.strides, spec.pools, strict=True)
     for i, (channels, kernel, stride, pool) in enumerate(blocks, start=1):
         norm_layer = make_norm(
-            norm, channels, feature_maps=True, groups=spec.norm_groups, momentum=spec.norm_momentum
+            norm,
+            channels,
+            feature_maps=True,
+            groups=spec.norm_groups,
+            momentum=spec.norm_momentum,
+            options=spec.norm_options,
         )
         # A batch-statistics norm before the activation subtracts each channel's mean, so the
         # conv's bias is dead; a max-pool in between commutes with that per-channel shift.
@@ -212,6 +218,7 @@ class ConvQNetwork(nn.Module):
                 spec.placement,
                 spec.norm_groups,
                 spec.norm_momentum,
+                options=spec.norm_options,
             )
         )
         self.layers = nn.Sequential(layers)

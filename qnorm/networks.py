@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
 }
 PLACEMENTS = ("before", "after")
+NORM_LAYERS = ("all", "first", "not_last")  # which hidden layers of an MLP get a norm
+# BatchRenorm's options a spec may set (the module's keyword arguments beyond momentum).
+RENORM_OPTIONS = {"rmax", "dmax", "warmup_steps", "unbiased_running_var"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class QNetworkSpec:
     dueling: bool = False
     norm_groups: int = 8  # group count of kinds that take one (groupnorm)
     norm_momentum: float | None = None  # batch-statistics kinds' momentum; None: their default
+    norm_options: dict = field(default_factory=dict)  # more options of the kind (RENORM_OPTIONS)
+    norm_layers: str = "all"  # which hidden layers get a norm: all, first or not_last
 
     kind = "mlp"  # a class constant, not a field: names the spec type in ``to_dict``
 
@@ -43,8 +48,17 @@ class QNetworkSpec:
         check_common_fields(self)
         if self.obs_dim < 1 or self.num_actions < 1 or any(h < 1 for h in self.hidden_sizes):
             raise QnormError("observation size, number of actions and hidden sizes must be >= 1")
+        if self.norm_layers not in NORM_LAYERS:
+            known = ", ".join(NORM_LAYERS)
+            raise QnormError(f"norm_layers must be one of {known}, not {self.norm_layers!r}")
         widths = [*self.hidden_sizes, *([self.obs_dim] if self.input_norm else [])]
         check_norm_widths(self.norm, self.norm_groups, widths)
+
+    def normalized_layers(self) -> set[int]:
+        """The hidden layers (numbered from 1) that get a norm."""
+        depth = len(self.hidden_sizes)
+        last = {"all": depth, "first": min(depth, 1), "not_last": depth - 1}[self.norm_layers]
+        return set(range(1, last + 1))
 
     def to_dict(self) -> dict:
         """A JSON-ready dict that ``from_dict`` turns back into an equal spec."""
@@ -68,6 +82,13 @@ def check_common_fields(spec) -> None:
         raise QnormError(f"norm_groups must be >= 1, got {spec.norm_groups}")
     if spec.norm_momentum is not None and not 0.0 < spec.norm_momentum <= 1.0:
         raise QnormError(f"norm_momentum must be in (0, 1], got {spec.norm_momentum}")
+    allowed = RENORM_OPTIONS if spec.norm == "batchrenorm" else set()
+    unknown = sorted(set(spec.norm_options) - allowed)
+    if unknown:
+        raise QnormError(
+            f"norm {spec.norm!r} takes no option {', '.join(unknown)}"
+            + (f"; it takes {', '.join(sorted(allowed))}" if allowed else "")
+        )
 
 
 def check_norm_widths(norm: str, groups: int, widths) -> None:
@@ -95,6 +116,9 @@ def spec_from_fields(cls, data: dict):
     unknown = sorted(set(data) - names)
     if unknown:
         raise QnormError(f"network spec has unknown fields: {', '.join(unknown)}")
+    if data.get("norm") == "batchrenorm" and "norm_options" not in data:
+        # Saved before the option existed: its running variance was the unbiased one.
+        data["norm_options"] = {"unbiased_running_var": True}
     return cls(**data)
 
 
@@ -159,6 +183,8 @@ def _body_layers(spec: QNetworkSpec) -> OrderedDict[str, nn.Module]:
             spec.placement,
             spec.norm_groups,
             spec.norm_momentum,
+            options=spec.norm_options,
+            normalized=spec.normalized_layers(),
         )
     )
     return layers
@@ -172,13 +198,20 @@ def mlp_layers(
     placement: str,
     groups: int,
     momentum: float | None = None,
+    *,
+    options: dict | None = None,
+    normalized: set[int] | None = None,
 ) -> OrderedDict[str, nn.Module]:
-    """Linear, norm and activation layers in the order ``placement`` asks for."""
+    """Linear, norm and activation layers in the order ``placement`` asks for.
+
+    ``normalized`` numbers the hidden layers (from 1) that get a norm; None: every one.
+    """
     batch_stats = get_norm_kind(norm).uses_batch_statistics
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features
     for i, hidden in enumerate(hidden_sizes, start=1):
-        norm_layer = make_norm(norm, hidden, groups=groups, momentum=momentum)
+        kind = norm if normalized is None or i in normalized else "none"
+        norm_layer = make_norm(kind, hidden, groups=groups, momentum=momentum, options=options)
         # A batch-statistics norm right after the Linear subtracts the mean, so a bias is dead.
         bias = not (norm_layer is not None and batch_stats and placement == "before")
         layers[f"linear{i}"] = nn.Linear(width, hidden, bias=bias)

@@ -78,13 +78,15 @@ def make_norm(
     feature_maps: bool = False,
     groups: int = 8,
     momentum: float | None = None,
+    options: dict | None = None,
 ) -> nn.Module | None:
     """A new normalization module of kind ``name``, or None for the kind ``none``.
 
     With ``feature_maps`` it is the kind's form for ``[N, C, H, W]`` maps of ``num_features``
     channels; ``groups`` goes only to kinds registered with ``takes_groups``, and
     ``momentum`` (the running statistics' update rate; None: the kind's own default) only to
-    batch-statistics kinds.
+    batch-statistics kinds; ``options`` are further keyword arguments of the kind's module
+    (BatchRenorm's rmax, dmax, warmup_steps, unbiased_running_var).
     """
     kind = get_norm_kind(name)
     if kind.factory is None:
@@ -92,10 +94,10 @@ def make_norm(
     if feature_maps:
         check_map_form(name)
     factory = kind.map_factory if feature_maps else kind.factory
-    options: dict[str, object] = {"groups": groups} if kind.takes_groups else {}
+    kwargs: dict[str, object] = {"groups": groups} if kind.takes_groups else {}
     if momentum is not None and kind.uses_batch_statistics:
-        options["momentum"] = momentum
-    return factory(num_features, **options)
+        kwargs["momentum"] = momentum
+    return factory(num_features, **kwargs, **(options or {}))
 
 
 def is_batch_statistics_module(module: nn.Module) -> bool:

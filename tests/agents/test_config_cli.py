@@ -389,6 +389,9 @@ def test_defaults_validate():
         ("dqn", "max_grad_norm", -1.0, "max_grad_norm"),
         ("network", "hidden_sizes", (), "hidden_sizes"),
         ("network", "hidden_sizes", (64, 0), "hidden_sizes"),
+        ("network", "renorm_rmax", 0.5, "renorm_rmax >= 1"),
+        ("network", "renorm_dmax", -1.0, "renorm_dmax >= 0"),
+        ("network", "renorm_warmup", -1, "renorm_warmup >= 0"),
     ],
 )
 def test_validate_rejects_settings_that_cannot_train(section, name, value, message):
@@ -421,3 +424,13 @@ def test_run_main_turns_a_user_mistake_into_exit_status_2(capsys):
 
     with pytest.raises(RuntimeError):  # bugs still raise normally
         run_main(buggy, [])
+
+
+def test_batchrenorm_flags_become_the_specs_options_and_other_norms_take_none():
+    from agents.network_specs import mlp_spec
+
+    flags = ["--norm", "batchrenorm", "--renorm-warmup", "100000", "--renorm-rmax", "2"]
+    spec = mlp_spec(parse_train_config([*flags, "--norm-layers", "first"]).network, 4, 2)
+    assert spec.norm_options == {"warmup_steps": 100_000, "rmax": 2.0, "dmax": 5.0}
+    assert spec.norm_layers == "first"
+    assert mlp_spec(parse_train_config(["--norm", "batchnorm"]).network, 4, 2).norm_options == {}

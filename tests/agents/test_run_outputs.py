@@ -118,6 +118,9 @@ def test_tensorboard_has_the_common_tags(runs):
             assert 0.0 <= e.value <= 1.0
         for e in acc.Scalars("norm/q_train_eval_gap"):
             assert e.value >= 0.0
+        weights = {t for t in acc.Tags()["scalars"] if t.startswith("norm/weight_norm/")}
+        assert weights == {f"norm/weight_norm/layers.{n}" for n in ("linear1", "linear2", "q_head")}
+        assert all(e.value > 0 for t in weights for e in acc.Scalars(t))
         assert all(e.value > 0 for e in acc.Scalars("charts/episodic_length"))
 
 

@@ -24,7 +24,7 @@ def test_registered_as_a_batch_statistics_kind():
 
 
 def test_equals_batchnorm_during_warmup():
-    norm = make(warmup=10)
+    norm = make(warmup=10, unbiased_running_var=True)  # torch BatchNorm's running variance
     x = torch.randn(32, 6) * 2 + 1
     rm, rv = torch.zeros(6), torch.ones(6)
     for step in range(3):
@@ -35,6 +35,17 @@ def test_equals_batchnorm_during_warmup():
     torch.testing.assert_close(norm.running_mean, rm)
     torch.testing.assert_close(norm.running_var, rv)
     assert int(norm.num_batches_tracked) == 3
+
+
+def test_running_variance_averages_the_biased_batch_variance_as_crossq_does():
+    norm = make(warmup=10)
+    x = torch.randn(32, 6) * 2 + 1
+    norm(x)
+    biased = x.var(dim=0, correction=0)
+    torch.testing.assert_close(norm.running_var, torch.ones(6).lerp(biased, norm.momentum))
+    unbiased = make(warmup=10, unbiased_running_var=True)
+    unbiased(x)
+    assert (unbiased.running_var > norm.running_var).all()
 
 
 def test_over_leading_dims_uses_all_rows():

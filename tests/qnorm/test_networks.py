@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import qnorm
+from qnorm.batchrenorm import BatchRenorm
 
 OBS_DIM, NUM_ACTIONS, HIDDEN = 6, 3, (16, 8)
 GROUPS = 2  # divides OBS_DIM and HIDDEN, so groupnorm also fits the input norm
@@ -200,3 +201,48 @@ def test_dueling_head_centres_advantages():
         q = net(x)
         value = net.head.value(features)
     torch.testing.assert_close(q.mean(dim=-1, keepdim=True), value)
+
+
+@pytest.mark.parametrize(
+    ("which", "normalized"),
+    [("all", [1, 2, 3]), ("first", [1]), ("not_last", [1, 2])],
+)
+def test_norm_layers_chooses_which_hidden_layers_get_the_norm(which, normalized):
+    spec = qnorm.QNetworkSpec(4, 2, (8, 8, 8), norm="batchnorm", norm_layers=which)
+    net = qnorm.build_q_network(spec)
+    names = dict(net.layers.named_children())
+    assert sorted(int(n.removeprefix("norm")) for n in names if n.startswith("norm")) == normalized
+    for i in (1, 2, 3):  # a Linear keeps its bias exactly where no BatchNorm follows it
+        assert (names[f"linear{i}"].bias is None) == (i in normalized)
+    assert qnorm.QNetworkSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_unknown_norm_layers_is_a_clear_error():
+    with pytest.raises(qnorm.QnormError, match="norm_layers must be one of all, first"):
+        qnorm.QNetworkSpec(4, 2, norm="batchnorm", norm_layers="middle")
+
+
+def test_batchrenorm_options_reach_every_module_and_round_trip():
+    options = {"warmup_steps": 100_000, "rmax": 2.0, "dmax": 1.0}
+    spec = qnorm.QNetworkSpec(4, 2, norm="batchrenorm", norm_options=options)
+    norms = [m for m in qnorm.build_q_network(spec).modules() if isinstance(m, BatchRenorm)]
+    assert len(norms) == 2
+    assert all((m.warmup_steps, m.rmax, m.dmax) == (100_000, 2.0, 1.0) for m in norms)
+    assert not any(m.unbiased_running_var for m in norms)
+    assert qnorm.QNetworkSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_batchrenorm_spec_saved_before_its_options_keeps_the_unbiased_running_variance():
+    old = qnorm.QNetworkSpec(4, 2, norm="batchrenorm").to_dict()
+    del old["norm_options"]
+    spec = qnorm.QNetworkSpec.from_dict(old)
+    assert spec.norm_options == {"unbiased_running_var": True}
+    norms = [m for m in qnorm.build_q_network(spec).modules() if isinstance(m, BatchRenorm)]
+    assert norms and all(m.unbiased_running_var for m in norms)
+
+
+def test_options_a_norm_does_not_take_are_a_clear_error():
+    with pytest.raises(qnorm.QnormError, match="norm 'batchnorm' takes no option rmax"):
+        qnorm.QNetworkSpec(4, 2, norm="batchnorm", norm_options={"rmax": 2.0})
+    with pytest.raises(qnorm.QnormError, match="it takes dmax, rmax"):
+        qnorm.QNetworkSpec(4, 2, norm="batchrenorm", norm_options={"rmaxx": 2.0})

@@ -282,7 +282,8 @@ def test_batchrenorm_on_maps_is_batchrenorm_of_each_channel_over_n_h_w(warmup):
     assert int(on_maps.num_batches_tracked) == 4
     if warmup:  # during warm-up it is BatchNorm2d with BatchRenorm's momentum and eps
         reference = nn.BatchNorm2d(6, eps=ours.eps, momentum=ours.momentum)
-        fresh = qnorm.make_norm("batchrenorm", 6, feature_maps=True)
+        unbiased = {"unbiased_running_var": True}  # torch's running variance
+        fresh = qnorm.make_norm("batchrenorm", 6, feature_maps=True, options=unbiased)
         reference.load_state_dict(fresh.state_dict())
         x = maps(seed=5)
         torch.testing.assert_close(fresh(x), reference(x))
