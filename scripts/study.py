@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         storage=args.storage,
         out=args.out,
         bootstrap_reps=args.bootstrap_reps,
+        diagnosis=grid.get("diagnosis", False),
     )
     if args.workers:
         spec.workers = args.workers

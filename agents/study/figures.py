@@ -28,13 +28,18 @@ def _pyplot():
 
 
 def panels(variants: list[str], baseline: str = "none") -> list[tuple[str, list[str]]]:
-    """(title, variants) per panel: each family present, then each variant of no family."""
+    """(title, variants) per panel: each family present, then each variant of no family.
+
+    A family whose present members all have a panel already (the diagnosis families share
+    plain BatchNorm) gets none.
+    """
     present = [v for v in variants if v != baseline]
-    out = []
+    out, shown = [], set()
     for family, members in FAMILIES.items():
         chosen = [v for v in present if v in members]
-        if chosen:
+        if set(chosen) - shown:
             out.append((family, chosen))
+            shown.update(chosen)
     out += [(v, [v]) for v in present if not any(v in m for m in FAMILIES.values())]
     if not out and baseline in variants:
         out.append((baseline, []))

@@ -27,6 +27,34 @@ VARIANTS: dict[str, dict[str, object]] = {
     "batchrenorm_joint": {"network.norm": "batchrenorm", "dqn.bn_mode": "joint"},
 }
 
+
+@dataclass(frozen=True)
+class Scaled:
+    """A setting as a multiple of the env preset's value (one arm, every env's own scale)."""
+
+    factor: float
+
+
+# The diagnosis arms (scripts/study.py --protocol diagnosis): BatchNorm with one setting
+# changed each, every arm a test of one explanation of why BatchNorm agents lose their policy.
+BN = VARIANTS["batchnorm"]
+DIAGNOSIS_ARMS: dict[str, dict[str, object]] = {
+    # effective learning rate: BatchNorm makes the weights before it scale invariant
+    "bn_lr_quarter": {**BN, "dqn.learning_rate": Scaled(0.25)},
+    "bn_weight_decay": {**BN, "dqn.weight_decay": 1e-3},
+    "bn_beta1_half": {**BN, "dqn.adam_beta1": 0.5},  # CrossQ's Adam
+    # the target and the statistics behind it
+    "bn_target_x10": {**BN, "dqn.target_update_interval": Scaled(10)},
+    "bn_momentum_low": {**BN, "network.norm_momentum": 0.01},
+    "bn_batch_x4": {**BN, "dqn.batch_size": Scaled(4)},
+    "bn_single_dqn": {**BN, "dqn.double_dqn": False},  # the zoo tuned for SB3's plain max
+    # where the norm sits: the first hidden layer only, not the one before the Q head
+    "bn_first_layer": {**BN, "network.norm_layers": "first"},
+    # Batch Renormalization with CrossQ's reference warm-up (100k passes) and momentum 0.01
+    "brn_joint_crossq": {**VARIANTS["batchrenorm_joint"], "network.renorm_warmup": 100_000},
+}
+VARIANTS.update(DIAGNOSIS_ARMS)
+
 # Colours are fixed per variant so every figure reads the same way.
 COLOURS: dict[str, str] = {
     "none": "#444444",
@@ -40,6 +68,15 @@ COLOURS: dict[str, str] = {
     "rmsnorm": "#2ca02c",
     "batchnorm_joint": "#9467bd",
     "batchrenorm_joint": "#ff7f0e",
+    "bn_lr_quarter": "#e377c2",
+    "bn_weight_decay": "#8c564b",
+    "bn_beta1_half": "#bcbd22",
+    "bn_target_x10": "#e377c2",
+    "bn_momentum_low": "#8c564b",
+    "bn_batch_x4": "#bcbd22",
+    "bn_single_dqn": "#17becf",
+    "bn_first_layer": "#e377c2",
+    "brn_joint_crossq": "#8c564b",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
@@ -60,6 +97,22 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchrenorm_joint",
     ),
     "LayerNorm and RMSNorm": ("layernorm", "layernorm_after", "layernorm_input", "rmsnorm"),
+    # The diagnosis arms, by the explanation they test (BatchNorm drawn in each as well).
+    "effective learning rate": ("batchnorm", "bn_lr_quarter", "bn_weight_decay", "bn_beta1_half"),
+    "target and statistics": (
+        "batchnorm",
+        "bn_target_x10",
+        "bn_momentum_low",
+        "bn_batch_x4",
+        "bn_single_dqn",
+    ),
+    "placement and joint updates": (
+        "batchnorm",
+        "bn_first_layer",
+        "batchnorm_joint",
+        "batchrenorm_joint",
+        "brn_joint_crossq",
+    ),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a
@@ -75,7 +128,7 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 # The vector study's variants (batchnorm_torso needs a conv torso: it is for image envs).
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso")
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso" and v not in DIAGNOSIS_ARMS)
 
 
 @dataclass(frozen=True)
@@ -103,6 +156,7 @@ NORM_DEFAULTS: dict[str, object] = {
     "network.norm_placement": "before",
     "network.input_norm": False,
     "network.norm_target": "both",
+    "network.norm_layers": "all",
     "dqn.bn_mode": "standard",
 }
 
@@ -125,7 +179,13 @@ def cells(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
 
 
 def cell_config(cell: Cell, run_dir: str, overrides: dict[str, object]) -> TrainConfig:
-    """The ordinary training config of a cell: preset, variant, then study-wide overrides."""
+    """The ordinary training config of a cell: preset, variant, then study-wide overrides.
+
+    A variant's Scaled setting multiplies what the config holds without it: the preset's
+    value, or a study-wide override of it.
+    """
+    variant = VARIANTS[cell.variant]
+    scaled = {key: value for key, value in variant.items() if isinstance(value, Scaled)}
     flags = {
         "run.env_id": cell.env_id,
         "run.seed": cell.seed,
@@ -133,7 +193,13 @@ def cell_config(cell: Cell, run_dir: str, overrides: dict[str, object]) -> Train
         "run.progress": False,
         "run.torch_threads": 1,  # one thread per process: several run side by side
         "run.tuned_preset": False,  # the env's preset for every variant, unless a protocol asks
-        **VARIANTS[cell.variant],
+        **{key: value for key, value in variant.items() if key not in scaled},
         **overrides,
     }
+    if scaled:
+        plain = config_from_flags(flags)
+        for key, value in scaled.items():
+            section, name = key.split(".")
+            current = getattr(getattr(plain, section), name)
+            flags[key] = type(current)(current * value.factor)
     return config_from_flags(flags)

@@ -6,8 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agents.study import aggregate, runner
-from agents.study.grid import DEFAULT_VARIANTS, ENVS, cells
+from agents.study import aggregate, diagnosis, runner
+from agents.study.grid import DEFAULT_VARIANTS, DIAGNOSIS_ARMS, ENVS, cells
 from qnorm import QnormError
 
 QUICK = {
@@ -39,8 +39,24 @@ FAIR = {
     "overrides": {"run.tuned_preset": True},
 }
 
+# Why BatchNorm agents lose their policy: each arm (grid.DIAGNOSIS_ARMS) changes one setting
+# of BatchNorm at the env preset; no norm and plain BatchNorm run beside them.
+DIAGNOSIS = {
+    "envs": ["CartPole-v1", "Acrobot-v1"],
+    "variants": [
+        "none",
+        "batchnorm",
+        *DIAGNOSIS_ARMS,
+        "batchnorm_joint",
+        "batchrenorm_joint",
+    ],
+    "seeds": 5,
+    "overrides": {},
+    "diagnosis": True,
+}
+
 # Named grids that scripts/study.py runs with --protocol NAME (each under its own name).
-PROTOCOLS = {"quick": QUICK, "minatar": MINATAR, "fair": FAIR}
+PROTOCOLS = {"quick": QUICK, "minatar": MINATAR, "fair": FAIR, "diagnosis": DIAGNOSIS}
 
 
 def check_tuned(envs: list[str], variants: list[str]) -> None:
@@ -73,6 +89,7 @@ class StudySpec:
     storage: str = ""  # a URL (fsspec) the cells' run directories are copied to, if any
     out: str = ""  # results folder, if not results_dir/name
     bootstrap_reps: int | None = None  # resamples behind each interval (None: the default)
+    diagnosis: bool = False  # also write diagnosis.md and norm_diagnostics.csv
 
     @property
     def runs_root(self) -> Path:
@@ -116,5 +133,9 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
     table = aggregate.aggregate(
         spec.runs_root, spec.results_root, grid, spec.variants, spec.bootstrap_reps
     )
+    if spec.diagnosis:
+        curves = aggregate.read_runs_csv(spec.results_root / "runs.csv")
+        args = (spec.runs_root, spec.results_root, grid, spec.variants, curves)
+        diagnosis.write_diagnosis(*args, spec.bootstrap_reps)
     report(f"results: {spec.results_root}/tables.md, runs.csv and the PNGs")
     return table

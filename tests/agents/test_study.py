@@ -409,3 +409,43 @@ def test_tables_report_the_best_checkpoint_beside_the_final_policy(tmp_path):
     assert "| final greedy return: mean [95% CI] | best checkpoint: mean |" in text
     assert "| batchnorm | 2 | 15.0 [10.0, 20.0] | 350.0 |" in text
     assert "| none | 2 | 400.0 [300.0, 500.0] | 400.0 |" in text
+
+
+def test_diagnosis_arms_scale_each_envs_own_preset_value():
+    cartpole = cell_config(Cell("CartPole-v1", "batchnorm", 0), "", {})
+    acrobot = cell_config(Cell("Acrobot-v1", "batchnorm", 0), "", {})
+    for base in (cartpole, acrobot):
+        env = base.run.env_id
+        lr = cell_config(Cell(env, "bn_lr_quarter", 0), "", {}).dqn
+        assert lr.learning_rate == pytest.approx(base.dqn.learning_rate / 4)
+        batch = cell_config(Cell(env, "bn_batch_x4", 0), "", {}).dqn.batch_size
+        assert batch == 4 * base.dqn.batch_size and isinstance(batch, int)
+        target = cell_config(Cell(env, "bn_target_x10", 0), "", {}).dqn
+        assert target.target_update_interval == 10 * base.dqn.target_update_interval
+    # a study-wide override is what an arm scales
+    small = cell_config(Cell("CartPole-v1", "bn_batch_x4", 0), "", {"dqn.batch_size": 8})
+    assert small.dqn.batch_size == 32
+
+
+def test_a_diagnosis_study_writes_its_norm_scalars_and_diagnosis_table(tmp_path):
+    from agents.study.study import StudySpec, run_study
+
+    spec = StudySpec(
+        name="diagnosis",
+        envs=["CartPole-v1"],
+        variants=["batchnorm"],
+        seeds=1,
+        overrides=TINY_CELL,
+        runs_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+        workers=1,
+        bootstrap_reps=20,
+        diagnosis=True,
+    )
+    run_study(spec, report=lambda _: None)
+    text = (spec.results_root / "diagnosis.md").read_text()
+    assert "### CartPole-v1: does the final policy hold?" in text
+    assert "| batchnorm | 1 |" in text and "| reference |" in text
+    rows = list(csv.DictReader((spec.results_root / "norm_diagnostics.csv").open()))
+    tags = {row["tag"] for row in rows}
+    assert {"norm/greedy_agreement", "norm/weight_norm/layers.linear1"} <= tags
