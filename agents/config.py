@@ -7,6 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from agents.schedules import LR_SCHEDULES
 from qnorm import QnormError, norm_names
 from qnorm.conv_networks import CONV_PRESETS
 from qnorm.networks import ACTIVATIONS, PLACEMENTS
@@ -104,6 +105,14 @@ class DQNConfig:
     )
     exploration_fraction: float = field(
         default=0.1, metadata=_opt("fraction of training over which epsilon decays")
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata=_opt(
+            "learning rate over training: constant, or linear from learning_rate down to 0 at "
+            "the last step (SB3's lin_ schedules)",
+            choices=LR_SCHEDULES,
+        ),
     )
     exploration_initial_eps: float = field(default=1.0, metadata=_opt("initial epsilon"))
     exploration_final_eps: float = field(default=0.05, metadata=_opt("final epsilon"))

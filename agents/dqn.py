@@ -190,6 +190,14 @@ class DQNAgent:
         target = batch.rewards + self.config.gamma * (1.0 - batch.terminated) * next_q
         return self._optimize(q_joint[:n], batch.actions, target, q_eval, None)
 
+    def set_learning_rate(self, lr: float) -> None:
+        """The step size of every later update (a learning-rate schedule's value)."""
+        if isinstance(self.optimizer, CenteredRMSprop):
+            self.optimizer.lr = lr
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def _optimize(self, q_all, actions, target, q_eval, target_gap) -> UpdateStats:
         """Loss on Q(s, a), backward, gradient clipping, optimizer step."""
         q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)

@@ -29,7 +29,7 @@ from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
 from agents.run_dir import check_writable, create_run_dir, lock_run_dir, unlock_run_dir
-from agents.schedules import linear_epsilon
+from agents.schedules import learning_rate_at, linear_epsilon
 from agents.snapshot import (
     env_state,
     generator_state,
@@ -401,6 +401,15 @@ class Trainer:
         steps = self.dqn.gradient_steps
         if steps == -1:
             steps = self.dqn.train_freq * self.run_cfg.num_envs
+        if self.dqn.lr_schedule != "constant":
+            lr = learning_rate_at(
+                self.global_step,
+                self.run_cfg.total_timesteps,
+                self.dqn.learning_rate,
+                self.dqn.lr_schedule,
+            )
+            self.agent.set_learning_rate(lr)
+            self.logger.scalar("charts/learning_rate", lr, self.global_step)
         first = self.num_updates + 1
         diagnose = [i for i in range(steps) if self.every(first + i, self.run_cfg.diagnostics_freq)]
         batches = self.buffer.sample_batches(steps, self.dqn.batch_size)

@@ -17,6 +17,7 @@ COMMON: dict[str, tuple] = {
     "dqn.batch_size": ("choice", [32, 64, 128, 256]),
     "dqn.target_update_interval": ("choice", [10, 100, 250, 500, 1000]),
     "dqn.train_freq/dqn.gradient_steps": ("choice", ["1/1", "4/1", "16/8", "64/32", "256/128"]),
+    "dqn.lr_schedule": ("choice", ["constant", "linear"]),  # linear: down to 0 at the end
     "dqn.exploration_fraction": ("float", 0.05, 0.5),
     "dqn.exploration_final_eps": ("float", 0.01, 0.1),
     "network.hidden_sizes": ("choice", ["64,64", "128,128", "256,256"]),

@@ -10,7 +10,7 @@ from agents.dqn import DQNAgent
 from agents.envs import make_vector_env
 from agents.network_specs import network_spec
 from agents.run_dir import create_run_dir
-from agents.schedules import linear_epsilon
+from agents.schedules import learning_rate_at, linear_epsilon
 from agents.training import Trainer, train
 
 SHORT_CARTPOLE = "QnormTest/ShortCartPole-v0"  # CartPole with a 10-step time limit
@@ -230,6 +230,27 @@ def test_epsilon_schedule():
     assert linear_epsilon(999, 1000, 0.1, 1.0, 0.05) == 0.05
     values = [linear_epsilon(s, 1000, 0.5, 0.8, 0.1) for s in range(0, 600, 50)]
     assert values == sorted(values, reverse=True)
+
+
+def test_learning_rate_schedules():
+    assert learning_rate_at(500, 1000, 1e-3, "constant") == 1e-3
+    assert learning_rate_at(0, 1000, 1e-3, "linear") == 1e-3
+    assert learning_rate_at(750, 1000, 1e-3, "linear") == pytest.approx(2.5e-4)
+    assert learning_rate_at(1000, 1000, 1e-3, "linear") == 0.0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_a_linear_schedule_sets_each_update_phase_learning_rate(tmp_path, optimizer):
+    config = tiny_config(tmp_path, dqn__lr_schedule="linear", dqn__optimizer=optimizer)
+    trainer, _ = run_trainer(config)
+    seen = []
+    for step in (100, 399):
+        trainer.global_step = step
+        trainer.learn()
+        opt = trainer.agent.optimizer
+        seen.append(opt.lr if optimizer == "rmsprop" else opt.param_groups[0]["lr"])
+    base = config.dqn.learning_rate
+    assert seen == pytest.approx([base * 0.75, base * (1 - 399 / 400)])
 
 
 def test_random_actions_until_learning_starts_then_the_agent_acts(tmp_path):

@@ -60,6 +60,7 @@ def test_coupled_and_tuple_choices_decode_into_settings():
             "dqn.batch_size": 64,
             "dqn.target_update_interval": 10,
             "dqn.train_freq/dqn.gradient_steps": "4/1",
+            "dqn.lr_schedule": "linear",
             "dqn.exploration_fraction": 0.1,
             "dqn.exploration_final_eps": 0.05,
             "network.hidden_sizes": "128,128",
@@ -67,6 +68,7 @@ def test_coupled_and_tuple_choices_decode_into_settings():
     )
     settings = sample(fixed, space_for("layernorm"))
     assert settings["dqn.train_freq"] == 4 and settings["network.hidden_sizes"] == (128, 128)
+    assert settings["dqn.lr_schedule"] == "linear"
 
 
 def test_the_score_is_the_late_mean_so_a_collapse_scores_low():
@@ -122,6 +124,7 @@ def test_a_trial_is_pruned_at_its_first_greedy_evaluation(tmp_path):
         "dqn.batch_size": 32,
         "dqn.target_update_interval": 100,
         "dqn.train_freq/dqn.gradient_steps": "4/1",
+        "dqn.lr_schedule": "constant",
         "dqn.exploration_fraction": 0.2,
         "dqn.exploration_final_eps": 0.05,
         "network.hidden_sizes": "64,64",
