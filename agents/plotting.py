@@ -9,13 +9,29 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from qnorm import QnormError
 
 
-def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) points of one scalar tag from a run directory's event files."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (PNG files, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_events(run_dir: str | Path) -> EventAccumulator:
+    """Every scalar point of a run directory's event files, loaded."""
     run_dir = Path(run_dir)
     if not any(run_dir.glob("events.out.tfevents.*")):
         raise QnormError(f"{run_dir} holds no TensorBoard event files")
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
+    return events
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) points of one scalar tag from a run directory's event files."""
+    events = load_events(run_dir)
     if tag not in events.Tags().get("scalars", []):
         known = ", ".join(sorted(events.Tags().get("scalars", []))) or "none"
         raise QnormError(f"{run_dir} has no scalar {tag!r}; it has: {known}")
@@ -24,11 +40,7 @@ def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
 
 def plot_runs(run_dirs: list[str | Path], tag: str, out: str | Path, title: str = "") -> Path:
     """One line per run of ``tag`` against environment steps, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run_dir in run_dirs:
         points = read_scalars(run_dir, tag)

@@ -12,6 +12,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from agents.plotting import load_events
 from agents.study import stats
 from agents.study.grid import SCORE_RANGES, Cell, reward_threshold
 from agents.study.runner import cell_dir, is_done
@@ -28,10 +29,7 @@ Series = dict[str, list[tuple[int, float]]]  # tag -> (step, value) points
 
 def read_events(run_dir: Path) -> Series:
     """Every ``norm/*`` scalar of a run's TensorBoard event files."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
+    accumulator = load_events(run_dir)
     tags = [t for t in accumulator.Tags()["scalars"] if t.startswith("norm/")]
     return {t: [(e.step, e.value) for e in accumulator.Scalars(t)] for t in tags}
 

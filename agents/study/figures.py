@@ -12,19 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.plotting import pyplot
 from agents.study import stats
 from agents.study.grid import COLOURS, FAMILIES, REFERENCE_POINTS, reward_threshold
 
 PANEL_WIDTH, PANEL_HEIGHT = 5.2, 3.6
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def panels(variants: list[str], baseline: str = "none") -> list[tuple[str, list[str]]]:
@@ -60,7 +52,7 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str], reps=No
     """Greedy-return IQM curves of one env, one panel per norm family."""
     from rliable import plot_utils
 
-    plt = _pyplot()
+    plt = pyplot()
     layout = panels(variants)
     fig, axes = plt.subplots(
         1, len(layout), figsize=(PANEL_WIDTH * len(layout), PANEL_HEIGHT), squeeze=False
@@ -112,7 +104,7 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
     of normalized final returns (``scores``: variant -> runs x envs)."""
     from rliable import library, metrics, plot_utils
 
-    plt = _pyplot()
+    plt = pyplot()
 
     def aggregates(x):
         return np.array(
