@@ -41,6 +41,7 @@ BN = VARIANTS["batchnorm"]
 DIAGNOSIS_ARMS: dict[str, dict[str, object]] = {
     # effective learning rate: BatchNorm makes the weights before it scale invariant
     "bn_lr_quarter": {**BN, "dqn.learning_rate": Scaled(0.25)},
+    "bn_lr_decay": {**BN, "dqn.lr_schedule": "linear"},  # the step size falls to 0 at the end
     "bn_weight_decay": {**BN, "dqn.weight_decay": 1e-3},
     "bn_beta1_half": {**BN, "dqn.adam_beta1": 0.5},  # CrossQ's Adam
     # the target and the statistics behind it
@@ -69,6 +70,7 @@ COLOURS: dict[str, str] = {
     "batchnorm_joint": "#9467bd",
     "batchrenorm_joint": "#ff7f0e",
     "bn_lr_quarter": "#e377c2",
+    "bn_lr_decay": "#17becf",
     "bn_weight_decay": "#8c564b",
     "bn_beta1_half": "#bcbd22",
     "bn_target_x10": "#e377c2",
@@ -98,7 +100,13 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "LayerNorm and RMSNorm": ("layernorm", "layernorm_after", "layernorm_input", "rmsnorm"),
     # The diagnosis arms, by the explanation they test (BatchNorm drawn in each as well).
-    "effective learning rate": ("batchnorm", "bn_lr_quarter", "bn_weight_decay", "bn_beta1_half"),
+    "effective learning rate": (
+        "batchnorm",
+        "bn_lr_quarter",
+        "bn_lr_decay",
+        "bn_weight_decay",
+        "bn_beta1_half",
+    ),
     "target and statistics": (
         "batchnorm",
         "bn_target_x10",
