@@ -19,10 +19,19 @@ VARIANTS: dict[str, dict[str, object]] = {
     "batchnorm_input": {"network.norm": "batchnorm", "network.input_norm": True},
     # Conv networks: BatchNorm in the feature extractor only, the fully connected head plain.
     "batchnorm_torso": {"network.norm": "batchnorm", "network.norm_target": "torso"},
+    # A pooled MinAtar torso (its one conv, then 2x2 max-pooling): BatchNorm before or after
+    # the pooling. Image envs with one conv only.
+    "batchnorm_pool_before": {"network.norm": "batchnorm", "network.conv_pools": (2,)},
+    "batchnorm_pool_after": {
+        "network.norm": "batchnorm",
+        "network.conv_pools": (2,),
+        "network.norm_after_pool": True,
+    },
     "layernorm": {"network.norm": "layernorm", "network.norm_placement": "before"},
     "layernorm_after": {"network.norm": "layernorm", "network.norm_placement": "after"},
     "layernorm_input": {"network.norm": "layernorm", "network.input_norm": True},
     "rmsnorm": {"network.norm": "rmsnorm"},
+    "groupnorm": {"network.norm": "groupnorm"},
     "batchnorm_joint": {"network.norm": "batchnorm", "dqn.bn_mode": "joint"},
     "batchrenorm_joint": {"network.norm": "batchrenorm", "dqn.bn_mode": "joint"},
 }
@@ -63,6 +72,9 @@ COLOURS: dict[str, str] = {
     "batchnorm_after": "#6baed6",
     "batchnorm_input": "#08306b",
     "batchnorm_torso": "#17becf",
+    "batchnorm_pool_before": "#393b79",
+    "batchnorm_pool_after": "#9c9ede",
+    "groupnorm": "#98df8a",
     "layernorm": "#d62728",
     "layernorm_after": "#fc9272",
     "layernorm_input": "#67000d",
@@ -95,10 +107,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchnorm_after",
         "batchnorm_input",
         "batchnorm_torso",
+        "batchnorm_pool_before",
+        "batchnorm_pool_after",
         "batchnorm_joint",
         "batchrenorm_joint",
     ),
-    "LayerNorm and RMSNorm": ("layernorm", "layernorm_after", "layernorm_input", "rmsnorm"),
+    "LayerNorm, RMSNorm, GroupNorm": (
+        "layernorm",
+        "layernorm_after",
+        "layernorm_input",
+        "rmsnorm",
+        "groupnorm",
+    ),
     # The diagnosis arms, by the explanation they test (BatchNorm drawn in each as well).
     "effective learning rate": (
         "batchnorm",
@@ -135,8 +155,12 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
-# The vector study's variants (batchnorm_torso needs a conv torso: it is for image envs).
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "batchnorm_torso" and v not in DIAGNOSIS_ARMS)
+# Variants that need a conv torso (the pooled ones: a one-conv torso, as MinAtar's).
+IMAGE_VARIANTS = ("batchnorm_torso", "batchnorm_pool_before", "batchnorm_pool_after")
+# The vector study's variants: the first study's ten (no image variants, no diagnosis arms).
+DEFAULT_VARIANTS = tuple(
+    v for v in VARIANTS if v not in IMAGE_VARIANTS and v not in DIAGNOSIS_ARMS and v != "groupnorm"
+)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def test_figures_draw_one_panel_per_norm_family_with_no_norm_in_each():
     variants = ["none", "batchnorm", "layernorm", "batchrenorm_joint", "rmsnorm"]
     assert panels(variants) == [
         ("BatchNorm", ["none", "batchnorm", "batchrenorm_joint"]),
-        ("LayerNorm and RMSNorm", ["none", "layernorm", "rmsnorm"]),
+        ("LayerNorm, RMSNorm, GroupNorm", ["none", "layernorm", "rmsnorm"]),
     ]
     assert panels(["none"]) == [("none", ["none"])]
 
@@ -449,3 +449,24 @@ def test_a_diagnosis_study_writes_its_norm_scalars_and_diagnosis_table(tmp_path)
     rows = list(csv.DictReader((spec.results_root / "norm_diagnostics.csv").open()))
     tags = {row["tag"] for row in rows}
     assert {"norm/greedy_agreement", "norm/weight_norm/layers.linear1"} <= tags
+
+
+def test_every_minatar_protocol_variant_builds_a_network_for_minatar_grids():
+    import gymnasium as gym
+    import torch
+
+    from agents.network_specs import network_spec
+    from agents.study.study import MINATAR
+    from qnorm import build_q_network, q_values
+
+    space = gym.spaces.Box(0, 1, (10, 10, 4), dtype=bool)
+    for variant in MINATAR["variants"]:
+        config = cell_config(Cell("MinAtar/Breakout-v1", variant, 0), "", MINATAR["overrides"])
+        net = build_q_network(network_spec(config, space, 3))
+        names = [name for name, _ in net.layers.named_children()]
+        if "pool" in variant:  # BatchNorm on the conv's maps, before or after the max-pool
+            norm_first = names.index("conv_norm1") < names.index("pool1")
+            assert norm_first == (variant == "batchnorm_pool_before"), names
+        net.train()
+        assert net(torch.zeros(4, 10, 10, 4, dtype=torch.bool)).shape == (4, 3)
+        assert q_values(net, torch.zeros(10, 10, 4, dtype=torch.bool)).shape == (3,)
