@@ -176,6 +176,13 @@ class RunConfig:
     torch_threads: int = field(
         default=1, metadata=_opt("torch CPU threads (1 is fastest for small networks)")
     )
+    flush_denormal: bool = field(
+        default=True,
+        metadata=_opt(
+            "on CPU, compute subnormal floats as zero (torch.set_flush_denormal): weights "
+            "decaying towards zero otherwise slow every matmul down ~100x"
+        ),
+    )
     progress: bool = field(default=True, metadata=_opt("progress bar (only on a terminal)"))
     stop_when_solved: bool = field(
         default=False,

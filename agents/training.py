@@ -79,7 +79,7 @@ def train(
     validate(config)
     device = resolve_device(config.run.device)
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
-    eval_env = None
+    eval_env, flush = None, False
     try:
         family = env_family(config.run.env_id)
         spec = network_spec(
@@ -89,6 +89,9 @@ def train(
             family.conv_preset,
         )
         torch.set_num_threads(config.run.torch_threads)
+        flush = config.run.flush_denormal and device.type == "cpu"
+        if flush:  # process-wide in torch: switched back off when the run ends
+            torch.set_flush_denormal(True)
         agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
         if config.run.stop_when_solved:
@@ -107,6 +110,8 @@ def train(
         finally:
             unlock_run_dir(run_dir)
     finally:
+        if flush:
+            torch.set_flush_denormal(False)
         envs.close()
         if eval_env is not None:
             eval_env.close()

@@ -281,3 +281,17 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def flushes_subnormals() -> bool:
+    """Whether CPU arithmetic computes a subnormal float as zero right now."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_cpu_run_flushes_subnormal_floats_only_while_it_trains(tmp_path, flush):
+    seen = []
+    config = tiny_config(tmp_path, run__flush_denormal=flush, run__eval_freq=200)
+    train(config, should_stop=lambda step, _: seen.append(flushes_subnormals()) or False)
+    assert seen and all(value == flush for value in seen)
+    assert not flushes_subnormals()
