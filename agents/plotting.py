@@ -29,6 +29,13 @@ def load_events(run_dir: str | Path) -> EventAccumulator:
     return events
 
 
+def read_tagged(run_dir: str | Path, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar whose tag starts with ``prefix``: tag -> (step, value) points."""
+    events = load_events(run_dir)
+    tags = [tag for tag in events.Tags().get("scalars", []) if tag.startswith(prefix)]
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in tags}
+
+
 def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) points of one scalar tag from a run directory's event files."""
     events = load_events(run_dir)

@@ -12,10 +12,10 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from agents.plotting import load_events
+from agents.plotting import read_tagged
 from agents.study import stats
 from agents.study.grid import SCORE_RANGES, Cell, reward_threshold
-from agents.study.runner import cell_dir, is_done
+from agents.study.runner import cell_dir, is_done, read_norm
 
 REFERENCE = "batchnorm"  # every arm changes one setting of this variant
 AGREEMENT = "norm/greedy_agreement"
@@ -27,19 +27,16 @@ REACHED, COLLAPSED, HELD = 0.5, 0.5, 0.9
 Series = dict[str, list[tuple[int, float]]]  # tag -> (step, value) points
 
 
-def read_events(run_dir: Path) -> Series:
-    """Every ``norm/*`` scalar of a run's TensorBoard event files."""
-    accumulator = load_events(run_dir)
-    tags = [t for t in accumulator.Tags()["scalars"] if t.startswith("norm/")]
-    return {t: [(e.step, e.value) for e in accumulator.Scalars(t)] for t in tags}
-
-
 def collect(root: Path, cells: list[Cell], earlier: dict[Cell, Series]) -> dict[Cell, Series]:
-    """Each finished cell's norm scalars: from its run directory, else from ``earlier``."""
+    """Each finished cell's norm scalars: as its task returned them, else from its event
+    files (a run directory on this disk), else from ``earlier`` (the recorded CSV)."""
     series = dict(earlier)
     for cell in cells:
         if is_done(root, cell):
-            series[cell] = read_events(cell_dir(root, cell))
+            returned = read_norm(root, cell)
+            series[cell] = (
+                returned if returned is not None else read_tagged(cell_dir(root, cell), "norm/")
+            )
     return series
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import fsspec
 
 from agents.checkpoint import write_json
+from agents.plotting import read_tagged
 from agents.snapshot import STATE_FILE, snapshot_dir
 from agents.study.grid import Cell, cell_config
 from agents.training import train
@@ -26,6 +27,7 @@ from qnorm import QnormError
 
 DONE_FILE = "done.json"
 CURVE_FILE = "curve.csv"
+NORM_FILE = "norm_scalars.json"  # the run's norm/* TensorBoard scalars, travelling with it
 
 
 def cell_dir(root: Path, cell: Cell) -> Path:
@@ -48,27 +50,44 @@ def run_cell(root: str, cell: dict, overrides: dict, storage: str = "") -> dict:
     if is_done(Path(root), cell_obj):
         steps = json.loads((run_dir / DONE_FILE).read_text()).get("steps", 0)
         curve = read_curve(Path(root), cell_obj)
-        return {**cell, "status": "skipped", "curve": curve, "steps": steps}
+        norm = read_norm(Path(root), cell_obj)
+        return {**cell, "status": "skipped", "curve": curve, "steps": steps, "norm": norm}
     config = cell_config(cell_obj, str(run_dir), overrides)
     result = _continued(config, run_dir) if run_dir.exists() else None
     status = "trained" if result is None else "resumed"
     if result is None:
         result = train(config)
     curve = [(int(step), float(value)) for step, value in result.evaluations]
-    write_cell(run_dir, cell, curve, result.global_step)
+    norm = read_tagged(run_dir, "norm/")
+    write_cell(run_dir, cell, curve, result.global_step, norm)
     if storage:
         upload(run_dir, storage, cell_obj.name)
-    return {**cell, "status": status, "curve": curve, "steps": result.global_step}
+    return {**cell, "status": status, "curve": curve, "steps": result.global_step, "norm": norm}
 
 
-def write_cell(run_dir: Path, cell: dict, curve: list[tuple[int, float]], steps: int) -> None:
-    """A finished cell's curve and, last, its done marker."""
+def write_cell(
+    run_dir: Path, cell: dict, curve: list[tuple[int, float]], steps: int, norm: dict | None
+) -> None:
+    """A finished cell's curve, its norm diagnostics (if any) and, last, its done marker."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / CURVE_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "mean_return"])
         writer.writerows(curve)
+    if norm is not None:
+        write_json(run_dir / NORM_FILE, norm)
     write_json(run_dir / DONE_FILE, {**cell, "steps": steps})
+
+
+def read_norm(root: Path, cell: Cell) -> dict[str, list[tuple[int, float]]] | None:
+    """A finished cell's ``norm/*`` scalars as its task returned them (None if not kept)."""
+    path = cell_dir(root, cell) / NORM_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return {
+        tag: [(int(step), float(value)) for step, value in points] for tag, points in stored.items()
+    }
 
 
 def record(root: Path, result: dict) -> None:
@@ -78,7 +97,7 @@ def record(root: Path, result: dict) -> None:
     if result.get("curve") is None or is_done(root, cell):
         return  # a worker sharing this disk wrote it already
     curve = [(int(step), float(value)) for step, value in result["curve"]]
-    write_cell(cell_dir(root, cell), fields, curve, result.get("steps", 0))
+    write_cell(cell_dir(root, cell), fields, curve, result.get("steps", 0), result.get("norm"))
 
 
 def check_storage(storage: str) -> None:

@@ -12,7 +12,15 @@ from agents.checkpoint import write_json
 from agents.study import stats
 from agents.study.aggregate import aggregate, overview_table, summarize
 from agents.study.grid import VARIANTS, Cell, cell_config, cells
-from agents.study.runner import CURVE_FILE, DONE_FILE, cell_dir, check_storage, record, run_cell
+from agents.study.runner import (
+    CURVE_FILE,
+    DONE_FILE,
+    cell_dir,
+    check_storage,
+    read_norm,
+    record,
+    run_cell,
+)
 from agents.training import train
 from qnorm import QnormError
 
@@ -330,13 +338,18 @@ def test_an_interrupted_cell_of_other_settings_starts_again(tmp_path):
 def test_results_travel_back_with_their_tasks_to_the_drivers_folder(tmp_path):
     cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
     worker, driver = tmp_path / "worker", tmp_path / "driver"  # two disks, as on a cluster
-    result = run_cell(str(worker), cell, {**TINY_CELL, "run.total_timesteps": 2000})
-    assert [step for step, _ in result["curve"]] == [1000, 2000]
+    result = run_cell(str(worker), cell, TINY_CELL)  # norm diagnostics after 1,000 updates
+    assert [step for step, _ in result["curve"]] == [1000, 2000, 3000]
     record(driver, result)
     assert curve_of(driver, Cell(**cell)) == curve_of(worker, Cell(**cell))
     assert not (cell_dir(driver, Cell(**cell)) / "checkpoints").exists()
+    # the norm diagnostics travel too: the driver has them without any event file
+    assert "norm/weight_norm/layers.linear1" in result["norm"]
+    assert read_norm(driver, Cell(**cell)) == result["norm"]
+    assert not list(cell_dir(driver, Cell(**cell)).glob("events.out.tfevents.*"))
     skipped = run_cell(str(worker), cell, {})  # finished there: read back, not retrained
     assert skipped["status"] == "skipped" and skipped["curve"] == result["curve"]
+    assert skipped["norm"] == result["norm"]
 
 
 def test_run_directories_are_copied_to_the_storage_url(tmp_path):
