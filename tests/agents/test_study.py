@@ -231,18 +231,21 @@ def test_a_finished_cell_is_skipped_not_retrained(tmp_path):
     assert (cell_dir(tmp_path, cell) / DONE_FILE).read_bytes() == marker
 
 
+def one_seed_spec(tmp_path, name: str, variants: list[str], **fields):
+    """A one-seed CartPole study whose runs and results stay in ``tmp_path``."""
+    from agents.study.study import StudySpec
+
+    folders = {"runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")}
+    return StudySpec(
+        name=name, envs=["CartPole-v1"], variants=variants, seeds=1, **folders, **fields
+    )
+
+
 def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):
     """A fresh machine has no run directories: runs.csv alone resumes the study."""
-    from agents.study.study import StudySpec, run_study
+    from agents.study.study import run_study
 
-    spec = StudySpec(
-        name="s",
-        envs=["CartPole-v1"],
-        variants=["none"],
-        seeds=1,
-        runs_dir=str(tmp_path / "runs"),
-        results_dir=str(tmp_path / "results"),
-    )
+    spec = one_seed_spec(tmp_path, "s", ["none"])
     spec.results_root.mkdir(parents=True)
     (spec.results_root / "runs.csv").write_text(
         "env_id,variant,seed,step,mean_return\n"
@@ -441,16 +444,13 @@ def test_diagnosis_arms_scale_each_envs_own_preset_value():
 
 
 def test_a_diagnosis_study_writes_its_norm_scalars_and_diagnosis_table(tmp_path):
-    from agents.study.study import StudySpec, run_study
+    from agents.study.study import run_study
 
-    spec = StudySpec(
-        name="diagnosis",
-        envs=["CartPole-v1"],
-        variants=["batchnorm"],
-        seeds=1,
+    spec = one_seed_spec(
+        tmp_path,
+        "diagnosis",
+        ["batchnorm"],
         overrides=TINY_CELL,
-        runs_dir=str(tmp_path / "runs"),
-        results_dir=str(tmp_path / "results"),
         workers=1,
         bootstrap_reps=20,
         diagnosis=True,
