@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from agents.schedules import LR_SCHEDULES
 from qnorm import QnormError, norm_names
 from qnorm.conv_networks import CONV_PRESETS
-from qnorm.networks import ACTIVATIONS, PLACEMENTS
+from qnorm.networks import ACTIVATIONS, NORM_LAYERS, PLACEMENTS
 
 CONV_PRESET_NAMES = tuple(CONV_PRESETS)
 
@@ -43,9 +43,7 @@ class NetworkConfig:
     )
     norm_layers: str = field(
         default="all",
-        metadata=_opt(
-            "which hidden layers of an MLP get the norm", choices=("all", "first", "not_last")
-        ),
+        metadata=_opt("which hidden layers of an MLP get the norm", choices=NORM_LAYERS),
     )
     # Batch Renormalization (norm batchrenorm): CrossQ's reference uses 100k warm-up passes.
     renorm_warmup: int = field(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agents.plotting import read_tagged
 from agents.study import stats
+from agents.study.aggregate import MIN_SEEDS_FOR_INTERVAL
 from agents.study.grid import SCORE_RANGES, Cell, reward_threshold
 from agents.study.runner import cell_dir, is_done, read_norm
 
@@ -104,11 +105,13 @@ def arm_row(env_id: str, variant: str, curves: dict, series: dict, reps) -> str:
     drops = [max(v for _, v in curve) - curve[-1][1] for curve in runs.values()]
     low, high = stats.mean_ci(finals, reps)
     threshold = reward_threshold(env_id)
-    solved = sum(final >= threshold for final in finals) if threshold is not None else 0
+    solved = "n/a"
+    if threshold is not None:
+        solved = f"{sum(final >= threshold for final in finals)}/{len(finals)}"
     reference = [
         curve[-1][1] for c, curve in curves.items() if (c.env_id, c.variant) == (env_id, REFERENCE)
     ]
-    if variant == REFERENCE or len(reference) < 3 or len(finals) < 3:
+    if variant == REFERENCE or min(len(reference), len(finals)) < MIN_SEEDS_FOR_INTERVAL:
         versus = "reference" if variant == REFERENCE else "n/a"
     else:
         d_low, d_high = stats.difference_ci(finals, reference, reps)
@@ -118,7 +121,7 @@ def arm_row(env_id: str, variant: str, curves: dict, series: dict, reps) -> str:
     growth = [weight_growth(series.get(c, {}).get(FIRST_WEIGHT)) for c in runs]
     return (
         f"| {variant} | {len(finals)} | {sum(finals) / len(finals):.1f} [{low:.1f}, {high:.1f}] "
-        f"| {versus} | {solved}/{len(finals)} | {sum(drops) / len(drops):.1f} "
+        f"| {versus} | {solved} | {sum(drops) / len(drops):.1f} "
         f"| {mean_text(late, '{:.3f}')} | {mean_text(growth, '{:.2f}x')} |"
     )
 
