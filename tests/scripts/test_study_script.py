@@ -8,7 +8,7 @@ import pytest
 from script_helpers import STUDY, assert_clean_success, run_script
 
 from agents.study.grid import DEFAULT_VARIANTS, ENVS
-from agents.study.study import MINATAR, QUICK
+from agents.study.study import DIAGNOSIS, MINATAR, QUICK
 
 
 @pytest.fixture
@@ -29,19 +29,18 @@ def study_script(monkeypatch):
         (["--quick"], "quick", QUICK),
         (["--protocol", "quick"], "quick", QUICK),
         (["--protocol", "minatar"], "minatar", MINATAR),
+        (["--protocol", "diagnosis", "--envs", "CartPole-v1"], "diagnosis", DIAGNOSIS),
     ],
 )
 def test_a_protocol_runs_its_grid_under_its_own_name(study_script, flags, name, grid):
     assert study_script.main(flags) == 0
     ((spec, train),) = study_script.calls
     assert train and spec.name == name
-    assert (spec.envs, spec.variants, spec.seeds) == (
-        grid["envs"],
-        grid["variants"],
-        grid["seeds"],
-    )
+    envs = ["CartPole-v1"] if "--envs" in flags else grid["envs"]
+    assert (spec.envs, spec.variants, spec.seeds) == (envs, grid["variants"], grid["seeds"])
     assert spec.overrides == grid["overrides"]
     assert spec.results_root == Path("results") / name
+    assert spec.diagnosis == grid.get("diagnosis", False)
 
 
 def test_explicit_grid_flags_win_over_the_protocol(study_script):
