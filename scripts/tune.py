@@ -17,14 +17,8 @@ from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.interrupts import Interrupted
 from agents.study.grid import ENVS, VARIANTS
 from agents.tuning.presets import PRESETS_FILE, export_best
-from agents.tuning.tuning import (
-    TuneSpec,
-    best_settings,
-    counted,
-    open_study,
-    tune,
-    write_trials_csv,
-)
+from agents.tuning.selection import best_settings, tune_and_confirm
+from agents.tuning.tuning import TuneSpec, counted, open_study, write_trials_csv
 from qnorm import QnormError
 
 
@@ -34,6 +28,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", required=True, choices=list(VARIANTS))
     p.add_argument("--trials", type=int, default=50, help="trial budget (finished or pruned)")
     p.add_argument("--seeds-per-trial", type=int, default=1)
+    p.add_argument(
+        "--confirm-top",
+        type=int,
+        default=TuneSpec.confirm_top,
+        help="after the budget, run this many best trials again on fresh seeds (0: off)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=TuneSpec.confirm_seeds,
+        help="fresh seeds per confirmed trial; the export takes the best mean over all seeds",
+    )
     p.add_argument(
         "--set",
         nargs="+",
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         variant=args.variant,
         trials=args.trials,
         seeds_per_trial=args.seeds_per_trial,
+        confirm_top=args.confirm_top,
+        confirm_seeds=args.confirm_seeds,
         overrides=parse_settings(args.set),
         storage=args.storage,
         runs_dir=args.runs_dir,
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return export(spec, Path(args.presets))
     trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
     try:
-        study = tune(spec)
+        study = tune_and_confirm(spec)
     except Interrupted as stop:
         write_trials_csv(open_study(spec), trials_csv)
         print(
@@ -93,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trials: {trials_csv}")
     best = best_settings(study)
     if best is not None:
-        print(f"best so far: trial {best['trial']}, score {best['score']:.1f}: {best['settings']}")
+        scores = ", ".join(f"{score:.1f}" for score in best["scores"])
+        print(
+            f"best so far: trial {best['trial']}, mean {best['score']:.1f} over its seeds "
+            f"({scores}): {best['settings']}"
+        )
     return 0
 
 

@@ -9,14 +9,18 @@ in rl-baselines3-zoo's spaces), and ``"64,64"`` is a tuple of layer widths.
 from __future__ import annotations
 
 from agents.study.grid import VARIANTS
-from qnorm import QnormError
+from qnorm import QnormError, make_norm
 
 # Every variant searches these: the settings that decide a DQN's stability.
 COMMON: dict[str, tuple] = {
     "dqn.learning_rate": ("log", 1e-4, 3e-3),
     "dqn.batch_size": ("choice", [32, 64, 128, 256]),
     "dqn.target_update_interval": ("choice", [10, 100, 250, 500, 1000]),
-    "dqn.train_freq/dqn.gradient_steps": ("choice", ["1/1", "4/1", "16/8", "64/32", "256/128"]),
+    # -1: as many gradient steps as env steps collected (the zoo's Acrobot and LunarLander)
+    "dqn.train_freq/dqn.gradient_steps": (
+        "choice",
+        ["1/1", "4/1", "4/-1", "16/8", "64/32", "256/128"],
+    ),
     "dqn.lr_schedule": ("choice", ["constant", "linear"]),  # linear: down to 0 at the end
     "dqn.exploration_fraction": ("float", 0.05, 0.5),
     "dqn.exploration_final_eps": ("float", 0.01, 0.1),
@@ -72,3 +76,29 @@ def decode_params(params: dict[str, object]) -> dict[str, object]:
     for name, value in params.items():
         settings.update(decode(name, value))
     return settings
+
+
+def encode(name: str, config) -> object:
+    """The value a config holds for the space parameter ``name`` (the inverse of ``decode``)."""
+    values = [getattr(getattr(config, section), field) for section, field in _keys(name)]
+    if name == "network.hidden_sizes":
+        return ",".join(str(width) for width in values[0])
+    if name == "network.norm_momentum" and values[0] == 0:  # 0: the norm kind's own default
+        return make_norm(config.network.norm, 1).momentum
+    return "/".join(str(value) for value in values) if "/" in name else values[0]
+
+
+def _keys(name: str) -> list[tuple[str, str]]:
+    return [tuple(key.split(".")) for key in name.split("/")]
+
+
+def point_of(config, space: dict[str, tuple]) -> dict[str, object] | None:
+    """``config``'s settings as a point of ``space`` (Optuna params), or None outside it."""
+    params: dict[str, object] = {}
+    for name, (kind, *args) in space.items():
+        value = encode(name, config)
+        inside = args[0] <= value <= args[1] if kind in ("log", "float") else value in args[0]
+        if not inside:
+            return None
+        params[name] = value
+    return params

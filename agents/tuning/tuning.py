@@ -12,7 +12,6 @@ machines work on one study.
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from agents.interrupts import Interrupted
 from agents.study.grid import Cell, cell_config
 from agents.training import train
-from agents.tuning.spaces import decode_params, sample, space_for
+from agents.tuning.spaces import point_of, sample, space_for
 from qnorm import QnormError
 
 TUNING_SEED_BASE = 1000  # a fair study evaluates seeds 0..N-1: never these
@@ -36,6 +35,11 @@ class TuneSpec:
     variant: str
     trials: int = 50  # the same budget for every variant
     seeds_per_trial: int = 1
+    # After the budget, the best trials run again on fresh tuning seeds, and the export takes
+    # the best mean over all of a trial's seeds (agents/tuning/selection.py): one lucky seed
+    # does not become a preset. The same for every variant.
+    confirm_top: int = 3
+    confirm_seeds: int = 2
     overrides: dict | None = None  # study-wide settings, e.g. run.total_timesteps
     storage: str = "sqlite:///results/tuning/tuning.db"
     runs_dir: str = "runs/tune"
@@ -44,6 +48,7 @@ class TuneSpec:
     # already stored, so a resumed tuning does not replay its first random points. Workers
     # started together on one study need different seeds.
     sampler_seed: int | None = None
+    start_at_preset: bool = True  # the first trial runs the env preset (see preset_point)
 
     @property
     def study_name(self) -> str:
@@ -104,7 +109,21 @@ def open_study(spec: TuneSpec, create: bool = True):
         ),
     )
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec, study))
+    if spec.start_at_preset and not study.get_trials(deepcopy=False):
+        start = preset_point(spec)
+        if start is not None:
+            study.enqueue_trial(start)
     return study
+
+
+def preset_point(spec: TuneSpec) -> dict | None:
+    """The env preset as the first point of every variant's tuning, where the space holds it.
+
+    Every variant starts from the same settings the first study ran them all with, so the
+    search begins from a known baseline and each variant's tuning gets the same head start.
+    """
+    config = cell_config(Cell(spec.env_id, spec.variant, 0), "", spec.overrides or {})
+    return point_of(config, space_for(spec.variant))
 
 
 def sampler_seed(spec: TuneSpec, study) -> int | None:
@@ -135,10 +154,7 @@ def run_trial(spec: TuneSpec, trial) -> float:
     scores = []
     for index in range(spec.seeds_per_trial):
         seed = TUNING_SEED_BASE + trial.number * spec.seeds_per_trial + index
-        run_dir = Path(spec.runs_dir) / spec.study_name / f"trial{trial.number:04d}_seed{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial starts clean
-        config = cell_config(Cell(spec.env_id, spec.variant, seed), str(run_dir), settings)
-        offset = index * config.run.total_timesteps  # one step axis across the seeds
+        offset = index * total_steps(spec)  # one step axis across the seeds
 
         def report(step: int, mean_return: float, offset=offset, seed=seed) -> bool:
             trial.report(mean_return, offset + step)
@@ -146,9 +162,18 @@ def run_trial(spec: TuneSpec, trial) -> float:
                 raise optuna.TrialPruned(f"pruned at step {step:,} of seed {seed}")
             return False
 
-        result = train(config, should_stop=report)
-        scores.append(holding_score(result.evaluations, config.run.total_timesteps))
+        name = f"trial{trial.number:04d}_seed{seed}"
+        scores.append(train_settings(spec, settings, seed, name, report))
     return sum(scores) / len(scores)
+
+
+def train_settings(spec: TuneSpec, settings: dict, seed: int, name: str, should_stop=None):
+    """One training run of ``settings`` on ``seed`` (a fresh run directory); its holding score."""
+    run_dir = Path(spec.runs_dir) / spec.study_name / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a retried run starts clean
+    config = cell_config(Cell(spec.env_id, spec.variant, seed), str(run_dir), settings)
+    result = train(config, should_stop=should_stop)
+    return holding_score(result.evaluations, config.run.total_timesteps)
 
 
 def tune(spec: TuneSpec, report=print):
@@ -183,21 +208,6 @@ def tune(spec: TuneSpec, report=print):
                 study.tell(current[0], state=optuna.trial.TrialState.FAIL)
             raise
     return study
-
-
-def best_settings(study) -> dict | None:
-    """The best finished trial's settings and score, or None before any trial finished."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    if best.value is None or not math.isfinite(best.value):
-        return None
-    return {
-        "settings": decode_params(best.params),
-        "score": best.value,
-        "trial": best.number,
-    }
 
 
 def write_trials_csv(study, path: Path) -> None:

@@ -11,20 +11,20 @@ import pytest
 
 import agents.tuning.tuning as tuning
 from agents.interrupts import Interrupted
-from agents.study.grid import VARIANTS
+from agents.study.grid import VARIANTS, Cell, cell_config
 from agents.tuning.presets import export_best, read_presets
-from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, sample, space_for
+from agents.tuning.selection import CONFIRM_SEED_BASE, best_settings, tune_and_confirm
+from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, point_of, sample, space_for
 from agents.tuning.tuning import (
     TUNING_SEED_BASE,
     TuneSpec,
-    best_settings,
     counted,
     holding_score,
     open_study,
     run_trial,
     tune,
 )
-from qnorm import QnormError
+from qnorm import QnormError, make_norm
 
 optuna = pytest.importorskip("optuna", reason="needs the tune extra: pip install -e '.[tune]'")
 
@@ -88,6 +88,7 @@ def spec_in(tmp_path, trials: int, variant: str = "none") -> TuneSpec:
         overrides=TINY,
         storage=f"sqlite:///{tmp_path / 'tuning.db'}",
         runs_dir=str(tmp_path / "runs"),
+        confirm_top=0,
     )
 
 
@@ -247,3 +248,68 @@ def test_a_seeded_tuning_is_reproducible_and_a_resumed_one_does_not_replay(tmp_p
     assert first == first_points(seeded[1], 1)
     resumed = first_points(seeded[0], 1)  # a second process: one trial is stored already
     assert resumed != first
+
+
+def test_every_tuning_starts_at_the_env_preset(tmp_path):
+    """The first trial of each variant runs its env's preset, so all start from one baseline."""
+    for env_id in ("CartPole-v1", "Acrobot-v1", "LunarLander-v3"):
+        for variant in ("none", "batchnorm", "batchrenorm_joint"):
+            config = cell_config(Cell(env_id, variant, 0), "", {})
+            point = point_of(config, space_for(variant))
+            for key, value in sample(optuna.trial.FixedTrial(point), space_for(variant)).items():
+                section, name = key.split(".")
+                held = getattr(getattr(config, section), name)
+                if key == "network.norm_momentum":  # 0 in a config: the kind's own default
+                    held = held or make_norm(config.network.norm, 1).momentum
+                assert value == held, (env_id, variant, key)
+    spec = spec_in(tmp_path, 1, "batchnorm")
+    space = space_for("batchnorm")
+    first = sample(open_study(spec).ask(), space)  # the enqueued point comes first
+    preset = point_of(cell_config(Cell("CartPole-v1", "batchnorm", 0), "", TINY), space)
+    assert first == sample(optuna.trial.FixedTrial(preset), space)
+    outside = cell_config(Cell("CartPole-v1", "none", 0), "", {"dqn.learning_rate": 0.5})
+    assert point_of(outside, space_for("none")) is None
+
+
+def finished_study(values: dict[int, float], confirmations: dict[int, list[float]]):
+    """An in-memory study of finished trials (number -> score) with stored confirmations."""
+    study = optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)
+    for number, value in sorted(values.items()):
+        params = {"dqn.learning_rate": 1e-4 * (number + 1)}
+        trial = optuna.trial.create_trial(
+            params=params, distributions={"dqn.learning_rate": lr}, value=value
+        )
+        study.add_trial(trial)
+    for number, scores in confirmations.items():
+        study.set_user_attr(f"confirm/{number}", {"seeds": [], "scores": scores})
+    return study
+
+
+def test_the_export_takes_the_best_mean_over_seeds_not_the_luckiest_seed():
+    lucky_then_collapsed = {0: 500.0, 1: 450.0, 2: 100.0}
+    study = finished_study(lucky_then_collapsed, {0: [120.0, 80.0], 1: [460.0, 470.0]})
+    best = best_settings(study)
+    assert best["trial"] == 1 and best["scores"] == [450.0, 460.0, 470.0]
+    assert best["score"] == pytest.approx(460.0)
+    assert best["settings"] == {"dqn.learning_rate": pytest.approx(2e-4)}
+    unconfirmed = best_settings(finished_study(lucky_then_collapsed, {}))
+    assert unconfirmed["trial"] == 0 and unconfirmed["scores"] == [500.0]
+    assert best_settings(optuna.create_study()) is None
+
+
+def test_the_best_trials_are_confirmed_once_on_fresh_seeds(tmp_path):
+    spec = replace(spec_in(tmp_path, 3), confirm_top=2, confirm_seeds=1)
+    lines = []
+    study = tune_and_confirm(spec, report=lines.append)
+    confirmed = {int(k.split("/")[1]): v for k, v in study.user_attrs.items()}
+    ranked = sorted(study.trials, key=lambda t: -t.value)
+    assert sorted(confirmed) == sorted(t.number for t in ranked[:2])
+    for number, stored in confirmed.items():
+        assert stored["seeds"] == [CONFIRM_SEED_BASE + number] and len(stored["scores"]) == 1
+    runs = sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*"))
+    assert len(runs) == 2 and "confirming the best 2 trials on 1 more seeds" in lines
+    means = {n: (study.trials[n].value + v["scores"][0]) / 2 for n, v in confirmed.items()}
+    assert best_settings(study)["score"] == pytest.approx(max(means.values()))
+    tune_and_confirm(spec, report=lines.append)  # continued: nothing runs twice
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*")) == runs

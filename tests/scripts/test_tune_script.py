@@ -21,11 +21,13 @@ def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
     args = ["--env-id", "CartPole-v1", "--variant", "layernorm", *where, *TINY]
     csv_path = tmp_path / "trials.csv"
     args = [*args, "--trials-csv", str(csv_path)]
-    first = run_script(TUNE, *args, "--trials", "1")
+    first = run_script(TUNE, *args, "--trials", "1", "--confirm-top", "0")
     assert_clean_success(first)
     assert "0 of 1 trials done" in first.stdout and "trial 0: complete" in first.stdout
-    second = run_script(TUNE, *args, "--trials", "2")
+    confirm = ["--confirm-top", "1", "--confirm-seeds", "1"]
+    second = run_script(TUNE, *args, "--trials", "2", *confirm)
     assert "1 of 2 trials done" in second.stdout and "trial 1: complete" in second.stdout
+    assert "confirming the best 1 trials on 1 more seeds" in second.stdout
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("trial,state,value,") and len(rows) == 3
     assert rows[1].startswith("0,complete,") and rows[2].startswith("1,complete,")
@@ -34,6 +36,7 @@ def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
     assert_clean_success(exported)
     entry = json.loads(presets.read_text())["CartPole-v1"]["layernorm"]
     assert entry["trials"] == 2 and "dqn.learning_rate" in entry["settings"]
+    assert len(entry["scores"]) == 2  # the trial's seed and its confirmation
 
 
 def test_export_of_a_study_never_run_is_one_error_line(tmp_path):

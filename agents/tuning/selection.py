@@ -1,0 +1,83 @@
+"""Which tuned settings become the preset: the best trials confirmed on fresh seeds.
+
+A trial's score comes from one seed, and the best of many one-seed scores is biased upwards:
+the winner is often a lucky seed. So after the trial budget the ``confirm_top`` best trials
+run again, unpruned, on ``confirm_seeds`` more tuning seeds each, and the preset is the
+confirmed trial with the best mean over all its seeds. Confirmations are stored in the
+study's user attributes, so an interrupted confirmation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+from agents.tuning.spaces import decode_params
+from agents.tuning.tuning import TuneSpec, counted, import_optuna, train_settings, tune
+
+CONFIRM_SEED_BASE = 5000  # above every trial's seed (TUNING_SEED_BASE + trial number), below 0..N
+ATTR = "confirm/"  # study user attribute per confirmed trial: confirm/<trial number>
+
+
+def top_trials(study, count: int) -> list:
+    """The ``count`` finished trials with the highest scores, best first."""
+    optuna = import_optuna()
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ranked = sorted((t for t in finished if math.isfinite(t.value)), key=lambda t: -t.value)
+    return ranked[:count]
+
+
+def confirm_seeds(spec: TuneSpec, number: int) -> list[int]:
+    """The fresh tuning seeds that confirm trial ``number``."""
+    return [CONFIRM_SEED_BASE + number * spec.confirm_seeds + i for i in range(spec.confirm_seeds)]
+
+
+def confirm(spec: TuneSpec, study, report=print) -> None:
+    """Run the best trials on fresh seeds (those not confirmed yet) and store their scores."""
+    for trial in top_trials(study, spec.confirm_top):
+        key = f"{ATTR}{trial.number}"
+        if key in study.user_attrs:
+            continue
+        settings = {**(spec.overrides or {}), **decode_params(trial.params)}
+        seeds = confirm_seeds(spec, trial.number)
+        scores = [
+            train_settings(spec, settings, seed, f"confirm{trial.number:04d}_seed{seed}")
+            for seed in seeds
+        ]
+        study.set_user_attr(key, {"seeds": seeds, "scores": scores})
+        shown = ", ".join(f"{score:.1f}" for score in scores)
+        report(f"  trial {trial.number} (score {trial.value:.1f}) on seeds {seeds}: {shown}")
+
+
+def all_scores(study, trial) -> list[float]:
+    """A trial's score, then its confirmation scores (if it was confirmed)."""
+    confirmed = study.user_attrs.get(f"{ATTR}{trial.number}", {})
+    return [trial.value, *confirmed.get("scores", [])]
+
+
+def best_settings(study) -> dict | None:
+    """The settings to export, with their mean score over their seeds; None before any trial.
+
+    Confirmed trials compete on their mean over all their seeds; before any confirmation the
+    best trial's one-seed score decides.
+    """
+    ranked = top_trials(study, len(study.trials))
+    if not ranked:
+        return None
+    confirmed = [t for t in ranked if f"{ATTR}{t.number}" in study.user_attrs] or ranked[:1]
+    means = {t.number: sum(all_scores(study, t)) / len(all_scores(study, t)) for t in confirmed}
+    best = max(confirmed, key=lambda t: (means[t.number], t.value))
+    return {
+        "settings": decode_params(best.params),
+        "score": means[best.number],
+        "scores": all_scores(study, best),
+        "trial": best.number,
+    }
+
+
+def tune_and_confirm(spec: TuneSpec, report=print):
+    """Run the trial budget (``tune``), then confirm the best trials; return the study."""
+    study = tune(spec, report)
+    if spec.confirm_top > 0 and counted(study) >= spec.trials:
+        report(f"confirming the best {spec.confirm_top} trials on {spec.confirm_seeds} more seeds")
+        confirm(spec, study, report)
+    return study
