@@ -138,6 +138,19 @@ def verdict(env_id: str, table: dict, variants: list[str]) -> str:
     )
 
 
+def holding_text(env_id: str, table: dict, variants: list[str]) -> str:
+    """Per variant, how many seeds' final policies end at or above the env's threshold."""
+    threshold = reward_threshold(env_id)
+    rows = [(v, table[env_id, v]) for v in variants if (env_id, v) in table]
+    if threshold is None or not rows:
+        return ""
+    counts = ", ".join(
+        f"{v} {sum(final >= threshold for final in row['finals'])}/{row['seeds']}"
+        for v, row in rows
+    )
+    return f"Final policies at or above {threshold:g}: {counts}.\n"
+
+
 def _comparison(row: dict) -> str:
     """better / worse / tie against no norm, by the 95% interval of the difference."""
     _, interval = row["vs_none"]
@@ -216,7 +229,11 @@ def markdown_table(env_id: str, table: dict, variants: list[str]) -> str:
             f"| {row['auc_mean']:.1f} [{auc_low:.1f}, {auc_high:.1f}] "
             f"| {_steps_text(row)} |"
         )
-    endings = [verdict(env_id, table, variants), _reference_text(env_id)]
+    endings = [
+        verdict(env_id, table, variants),
+        holding_text(env_id, table, variants),
+        _reference_text(env_id),
+    ]
     return "\n".join(lines) + "\n" + "".join(f"\n{text}" for text in endings if text)
 
 
