@@ -483,3 +483,16 @@ def test_every_minatar_protocol_variant_builds_a_network_for_minatar_grids():
         net.train()
         assert net(torch.zeros(4, 10, 10, 4, dtype=torch.bool)).shape == (4, 3)
         assert q_values(net, torch.zeros(10, 10, 4, dtype=torch.bool)).shape == (3,)
+
+
+def test_tables_count_the_final_policies_at_or_above_the_threshold():
+    from agents.study.aggregate import holding_text
+
+    table = {
+        ("CartPole-v1", "none"): {"finals": [500.0, 480.0, 100.0], "seeds": 3},
+        ("CartPole-v1", "batchnorm"): {"finals": [475.0, 20.0, 474.9], "seeds": 3},
+    }
+    assert holding_text("CartPole-v1", table, ["none", "batchnorm", "layernorm"]) == (
+        "Final policies at or above 475: none 2/3, batchnorm 1/3.\n"
+    )
+    assert holding_text("Acrobot-v1", table, ["none"]) == ""  # no rows for that env
