@@ -42,12 +42,13 @@ MINATAR = {
 }
 
 # The fair comparison: every variant at the settings tuned for it (scripts/tune.py --export),
-# on the study's seeds 0..4, which tuning never uses (its seeds start at 1000).
+# on the study's seeds 0..4, which tuning never uses (its seeds start at 1000). Each greedy
+# evaluation plays 20 episodes, so a final policy is judged as a user would judge it.
 FAIR = {
     "envs": ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"],
     "variants": ["none", "batchnorm", "layernorm", "rmsnorm", "batchrenorm_joint"],
     "seeds": 5,
-    "overrides": {"run.tuned_preset": True},
+    "overrides": {"run.tuned_preset": True, "run.eval_episodes": 20},
 }
 
 # Why BatchNorm agents lose their policy: each arm (grid.DIAGNOSIS_ARMS) changes one setting

@@ -204,7 +204,7 @@ def test_study_cells_keep_the_env_preset_unless_their_protocol_asks(tuned_file):
 def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_path):
     from agents.study.study import FAIR, StudySpec, check_tuned, run_study
 
-    assert FAIR["overrides"] == {"run.tuned_preset": True}
+    assert FAIR["overrides"]["run.tuned_preset"] is True
     check_tuned(["CartPole-v1"], ["batchnorm"])  # exported by the fixture
     spec = StudySpec(
         name="fair",
