@@ -48,7 +48,7 @@ class TuneSpec:
     # already stored, so a resumed tuning does not replay its first random points. Workers
     # started together on one study need different seeds.
     sampler_seed: int | None = None
-    start_at_preset: bool = True  # the first trial runs the env preset (see preset_point)
+    start_at_preset: bool = True  # the first trials run the env preset (see start_points)
 
     @property
     def study_name(self) -> str:
@@ -110,20 +110,31 @@ def open_study(spec: TuneSpec, create: bool = True):
     )
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec, study))
     if spec.start_at_preset and not study.get_trials(deepcopy=False):
-        start = preset_point(spec)
-        if start is not None:
-            study.enqueue_trial(start)
+        for point in start_points(spec):
+            study.enqueue_trial(point)
     return study
 
 
-def preset_point(spec: TuneSpec) -> dict | None:
-    """The env preset as the first point of every variant's tuning, where the space holds it.
+# The settings the diagnosis found to help BatchNorm hold its policy (results/diagnosis/):
+# the learning rate falling linearly to 0, and a larger batch (the largest of the space).
+DIAGNOSIS_FIXES: dict[str, object] = {"dqn.lr_schedule": "linear", "dqn.batch_size": 256}
 
-    Every variant starts from the same settings the first study ran them all with, so the
-    search begins from a known baseline and each variant's tuning gets the same head start.
+
+def start_points(spec: TuneSpec) -> list[dict]:
+    """The first trials of every variant's tuning: the env preset, then the preset with the
+    diagnosis' fixes; each where the space holds it.
+
+    Every variant starts from the same settings (those the first study ran them all with),
+    so each search begins at a known baseline and every variant gets the same head start.
     """
-    config = cell_config(Cell(spec.env_id, spec.variant, 0), "", spec.overrides or {})
-    return point_of(config, space_for(spec.variant))
+    base = {**(spec.overrides or {})}
+    points = []
+    for extra in ({}, DIAGNOSIS_FIXES):
+        config = cell_config(Cell(spec.env_id, spec.variant, 0), "", {**base, **extra})
+        point = point_of(config, space_for(spec.variant))
+        if point is not None and point not in points:
+            points.append(point)
+    return points
 
 
 def sampler_seed(spec: TuneSpec, study) -> int | None:

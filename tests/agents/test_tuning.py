@@ -16,6 +16,7 @@ from agents.tuning.presets import export_best, read_presets
 from agents.tuning.selection import CONFIRM_SEED_BASE, best_settings, tune_and_confirm
 from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, point_of, sample, space_for
 from agents.tuning.tuning import (
+    DIAGNOSIS_FIXES,
     TUNING_SEED_BASE,
     TuneSpec,
     counted,
@@ -250,8 +251,9 @@ def test_a_seeded_tuning_is_reproducible_and_a_resumed_one_does_not_replay(tmp_p
     assert resumed != first
 
 
-def test_every_tuning_starts_at_the_env_preset(tmp_path):
-    """The first trial of each variant runs its env's preset, so all start from one baseline."""
+def test_every_tuning_starts_at_the_env_preset_then_with_the_diagnosis_fixes(tmp_path):
+    """Every variant's first trials are its env's preset, then the preset with the fixes the
+    diagnosis found, so all start from the same points."""
     for env_id in ("CartPole-v1", "Acrobot-v1", "LunarLander-v3"):
         for variant in ("none", "batchnorm", "batchrenorm_joint"):
             config = cell_config(Cell(env_id, variant, 0), "", {})
@@ -264,9 +266,12 @@ def test_every_tuning_starts_at_the_env_preset(tmp_path):
                 assert value == held, (env_id, variant, key)
     spec = spec_in(tmp_path, 1, "batchnorm")
     space = space_for("batchnorm")
-    first = sample(open_study(spec).ask(), space)  # the enqueued point comes first
+    study = open_study(spec)
+    first, second = (sample(study.ask(), space) for _ in range(2))  # the enqueued points
     preset = point_of(cell_config(Cell("CartPole-v1", "batchnorm", 0), "", TINY), space)
     assert first == sample(optuna.trial.FixedTrial(preset), space)
+    assert second == {**first, "dqn.lr_schedule": "linear", "dqn.batch_size": 256}
+    assert second == {**first, **DIAGNOSIS_FIXES}
     outside = cell_config(Cell("CartPole-v1", "none", 0), "", {"dqn.learning_rate": 0.5})
     assert point_of(outside, space_for("none")) is None
 
