@@ -16,7 +16,7 @@ from pathlib import Path
 from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.interrupts import Interrupted
 from agents.study.grid import ENVS, VARIANTS
-from agents.tuning.presets import PRESETS_FILE, export_best
+from agents.tuning.presets import export_best, presets_file
 from agents.tuning.selection import best_settings, tune_and_confirm
 from agents.tuning.tuning import TuneSpec, counted, open_study, write_trials_csv
 from qnorm import QnormError
@@ -62,7 +62,10 @@ def parser() -> argparse.ArgumentParser:
         help="only write the best trial's settings to the tuned presets (no new trials)",
     )
     p.add_argument(
-        "--presets", default=str(PRESETS_FILE), help="the tuned presets file --export writes"
+        "--presets",
+        default=str(presets_file()),
+        help="the tuned presets file --export writes (default: $QNORM_TUNED_PRESETS, else "
+        "the shipped agents/tuned_presets.json)",
     )
     p.add_argument(
         "--trials-csv", default="", help="where to list the trials (results/tuning/STUDY.csv)"

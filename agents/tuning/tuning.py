@@ -217,8 +217,16 @@ def tune(spec: TuneSpec, report=print):
         except Interrupted:  # Ctrl-C or SIGTERM: the trial cut short is failed, not left running
             if current:
                 study.tell(current[0], state=optuna.trial.TrialState.FAIL)
+                requeue_start_point(study, current[0])
             raise
     return study
+
+
+def requeue_start_point(study, number: int) -> None:
+    """Enqueue a failed trial's point again if it was a start point, so no variant loses one."""
+    fixed = study.trials[number].system_attrs.get("fixed_params")
+    if fixed:
+        study.enqueue_trial(fixed)
 
 
 def write_trials_csv(study, path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import agents.tuning.tuning as tuning
 from agents.interrupts import Interrupted
 from agents.study.grid import VARIANTS, Cell, cell_config
-from agents.tuning.presets import export_best, read_presets
+from agents.tuning.presets import ENV_VAR, PRESETS_FILE, export_best, read_presets
 from agents.tuning.selection import CONFIRM_SEED_BASE, best_settings, tune_and_confirm
 from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, point_of, sample, space_for
 from agents.tuning.tuning import (
@@ -157,12 +157,10 @@ def test_the_best_trial_exports_as_a_preset(tmp_path):
 
 @pytest.fixture
 def tuned_file(tmp_path, monkeypatch):
-    import agents.tuning.presets as presets
-
     path = tmp_path / "tuned_presets.json"
     best = {"settings": {"dqn.learning_rate": 7e-4, "dqn.adam_beta1": 0.5}, "score": 490.0}
     export_best("CartPole-v1", "batchnorm", {**best, "trial": 3}, 50, "study", path)
-    monkeypatch.setattr(presets, "PRESETS_FILE", path)
+    monkeypatch.setenv(ENV_VAR, str(path))
     return path
 
 
@@ -229,7 +227,11 @@ def test_a_trial_cut_short_by_a_signal_is_failed_and_not_counted(tmp_path, monke
     with pytest.raises(Interrupted):
         tune(spec_in(tmp_path, 2), report=lambda line: None)
     study = tuning.open_study(spec_in(tmp_path, 2), create=False)
-    assert [t.state.name for t in study.trials] == ["FAIL"] and counted(study) == 0
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING", "WAITING"] and counted(study) == 0
+    # the start point cut short runs again: it is queued behind the second start point
+    fixed = [t.system_attrs["fixed_params"] for t in study.trials]
+    assert fixed[2] == fixed[0] != fixed[1]
 
 
 def first_points(spec, workers: int) -> list[dict]:
@@ -318,3 +320,22 @@ def test_the_best_trials_are_confirmed_once_on_fresh_seeds(tmp_path):
     assert best_settings(study)["score"] == pytest.approx(max(means.values()))
     tune_and_confirm(spec, report=lines.append)  # continued: nothing runs twice
     assert sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*")) == runs
+
+
+def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monkeypatch):
+    """Every entry of agents/tuned_presets.json builds a config, in its own space, and the
+    plain flags of its variant (``--env-id E --norm N``) take exactly its settings."""
+    from agents.cli import config_from_flags
+
+    monkeypatch.setenv(ENV_VAR, str(PRESETS_FILE))
+    shipped = read_presets()
+    for env_id, variants in shipped.items():
+        for variant, entry in variants.items():
+            space_keys = {key for name in space_for(variant) for key in name.split("/")}
+            assert set(entry["settings"]) <= space_keys, (env_id, variant)
+            config = config_from_flags({"run.env_id": env_id, **VARIANTS[variant]})
+            for key, value in entry["settings"].items():
+                section, name = key.split(".")
+                held = getattr(getattr(config, section), name)
+                assert held == (tuple(value) if isinstance(value, list) else value), key
+            assert len(entry["scores"]) >= 1 and entry["trials"] >= 1
