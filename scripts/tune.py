@@ -16,7 +16,8 @@ from pathlib import Path
 from agents.cli import ArgumentParser, parse_settings, run_main
 from agents.interrupts import Interrupted
 from agents.study.grid import ENVS, VARIANTS
-from agents.tuning.presets import export_best, presets_file
+from agents.tuning.presets import export_best, presets_file, read_presets
+from agents.tuning.report import write_presets_table
 from agents.tuning.selection import best_settings, tune_and_confirm
 from agents.tuning.tuning import TuneSpec, counted, open_study, write_trials_csv
 from qnorm import QnormError
@@ -68,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
         "the shipped agents/tuned_presets.json)",
     )
     p.add_argument(
+        "--summary",
+        default="results/tuning/presets.md",
+        help="the Markdown table of every tuned preset that --export rewrites",
+    )
+    p.add_argument(
         "--trials-csv", default="", help="where to list the trials (results/tuning/STUDY.csv)"
     )
     return p
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler_seed=args.sampler_seed,
     )
     if args.export:
-        return export(spec, Path(args.presets))
+        return export(spec, Path(args.presets), Path(args.summary))
     trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
     try:
         study = tune_and_confirm(spec)
@@ -112,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def export(spec: TuneSpec, path: Path) -> int:
+def export(spec: TuneSpec, path: Path, summary: Path) -> int:
     study = open_study(spec, create=False)
     best = best_settings(study)
     if best is None:
         raise QnormError(f"study {spec.study_name} has no finished trial to export")
     entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name, path)
-    print(f"{path}: {spec.env_id} {spec.variant} <- trial {entry['trial']}")
+    write_presets_table(read_presets(path), summary)
+    print(f"{path}: {spec.env_id} {spec.variant} <- trial {entry['trial']}; table: {summary}")
     return 0
 
 

@@ -32,8 +32,11 @@ def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
     assert rows[0].startswith("trial,state,value,") and len(rows) == 3
     assert rows[1].startswith("0,complete,") and rows[2].startswith("1,complete,")
     presets = tmp_path / "tuned.json"
-    exported = run_script(TUNE, *args, "--export", "--presets", presets)
+    summary = tmp_path / "presets.md"
+    exported = run_script(TUNE, *args, "--export", "--presets", presets, "--summary", summary)
     assert_clean_success(exported)
+    row = summary.read_text().splitlines()[2]
+    assert row.startswith("| CartPole-v1 | layernorm | 2 | ") and row.endswith(" | - | - |")
     entry = json.loads(presets.read_text())["CartPole-v1"]["layernorm"]
     assert entry["trials"] == 2 and "dqn.learning_rate" in entry["settings"]
     assert len(entry["scores"]) == 2  # the trial's seed and its confirmation
