@@ -144,10 +144,7 @@ def holding_text(env_id: str, table: dict, variants: list[str]) -> str:
     rows = [(v, table[env_id, v]) for v in variants if (env_id, v) in table]
     if threshold is None or not rows:
         return ""
-    counts = ", ".join(
-        f"{v} {sum(final >= threshold for final in row['finals'])}/{row['seeds']}"
-        for v, row in rows
-    )
+    counts = ", ".join(f"{v} {stats.held_text(row['finals'], threshold)}" for v, row in rows)
     return f"Final policies at or above {threshold:g}: {counts}.\n"
 
 

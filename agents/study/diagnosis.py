@@ -107,7 +107,7 @@ def arm_row(env_id: str, variant: str, curves: dict, series: dict, reps) -> str:
     threshold = reward_threshold(env_id)
     solved = "n/a"
     if threshold is not None:
-        solved = f"{sum(final >= threshold for final in finals)}/{len(finals)}"
+        solved = stats.held_text(finals, threshold)
     reference = [
         curve[-1][1] for c, curve in curves.items() if (c.env_id, c.variant) == (env_id, REFERENCE)
     ]

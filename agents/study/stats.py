@@ -138,3 +138,8 @@ def steps_to_threshold(steps, returns, threshold: float | None) -> float:
         if value >= threshold:
             return float(step)
     return math.inf
+
+
+def held_text(finals, threshold: float) -> str:
+    """How many final returns end at or above ``threshold``, as ``k/n``."""
+    return f"{sum(final >= threshold for final in finals)}/{len(finals)}"

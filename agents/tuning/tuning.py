@@ -48,7 +48,6 @@ class TuneSpec:
     # already stored, so a resumed tuning does not replay its first random points. Workers
     # started together on one study need different seeds.
     sampler_seed: int | None = None
-    start_at_preset: bool = True  # the first trials run the env preset (see start_points)
 
     @property
     def study_name(self) -> str:
@@ -109,7 +108,7 @@ def open_study(spec: TuneSpec, create: bool = True):
         ),
     )
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec, study))
-    if spec.start_at_preset and not study.get_trials(deepcopy=False):
+    if not study.get_trials(deepcopy=False):  # a new study: its shared start points first
         for point in start_points(spec):
             study.enqueue_trial(point)
     return study
@@ -127,10 +126,11 @@ def start_points(spec: TuneSpec) -> list[dict]:
     Every variant starts from the same settings (those the first study ran them all with),
     so each search begins at a known baseline and every variant gets the same head start.
     """
-    base = {**(spec.overrides or {})}
     points = []
     for extra in ({}, DIAGNOSIS_FIXES):
-        config = cell_config(Cell(spec.env_id, spec.variant, 0), "", {**base, **extra})
+        config = cell_config(
+            Cell(spec.env_id, spec.variant, 0), "", {**(spec.overrides or {}), **extra}
+        )
         point = point_of(config, space_for(spec.variant))
         if point is not None and point not in points:
             points.append(point)
