@@ -23,7 +23,12 @@ def parser() -> argparse.ArgumentParser:
     # Unset, these come from --protocol, else the full vector grid.
     p.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(ENVS)}")
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 5)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="how many seeds (default: 5): 0..N-1, or from the protocol's first seed",
+    )
     p.add_argument(
         "--set",
         nargs="+",
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         envs=args.envs or grid["envs"],
         variants=args.variants or grid["variants"],
         seeds=args.seeds or grid["seeds"],
+        first_seed=grid.get("first_seed", 0),
         overrides={**grid.get("overrides", {}), **parse_settings(args.set)},
         runs_dir=args.runs_dir,
         results_dir=args.results_dir,

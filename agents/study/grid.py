@@ -39,7 +39,8 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 @dataclass(frozen=True)
 class Scaled:
-    """A setting as a multiple of the env preset's value (one arm, every env's own scale)."""
+    """A setting as a multiple of the value the config holds without it: the env preset's, or
+    the tuned preset's where the protocol trains on tuned presets (every env's own scale)."""
 
     factor: float
 
@@ -64,6 +65,19 @@ DIAGNOSIS_ARMS: dict[str, dict[str, object]] = {
     "brn_joint_crossq": {**VARIANTS["batchrenorm_joint"], "network.renorm_warmup": 100_000},
 }
 VARIANTS.update(DIAGNOSIS_ARMS)
+
+# The holding arms (scripts/study.py --protocol holding): BatchNorm at its own tuned preset
+# with one more change each, the ones the diagnosis and the tuning point to: the batch
+# statistics' noise (a 4x larger batch than the space's largest), a slowly moving target
+# (Polyak averaging every step), the action gap carried by its own stream (a dueling head),
+# and a smaller step size.
+HOLDING_ARMS: dict[str, dict[str, object]] = {
+    "bnt_batch_1024": {**BN, "dqn.batch_size": 1024},
+    "bnt_soft_target": {**BN, "dqn.tau": 0.005, "dqn.target_update_interval": 1},
+    "bnt_dueling": {**BN, "network.dueling": True},
+    "bnt_lr_half": {**BN, "dqn.learning_rate": Scaled(0.5)},
+}
+VARIANTS.update(HOLDING_ARMS)
 
 # Colours are fixed per variant so every figure reads the same way.
 COLOURS: dict[str, str] = {
@@ -91,6 +105,10 @@ COLOURS: dict[str, str] = {
     "bn_single_dqn": "#17becf",
     "bn_first_layer": "#e377c2",
     "brn_joint_crossq": "#8c564b",
+    "bnt_batch_1024": "#bcbd22",
+    "bnt_soft_target": "#e377c2",
+    "bnt_dueling": "#17becf",
+    "bnt_lr_half": "#8c564b",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
@@ -141,6 +159,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchrenorm_joint",
         "brn_joint_crossq",
     ),
+    "BatchNorm at its tuned settings": ("batchnorm", *HOLDING_ARMS),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a
@@ -159,7 +178,12 @@ ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 IMAGE_VARIANTS = ("batchnorm_torso", "batchnorm_pool_before", "batchnorm_pool_after")
 # The vector study's variants: the first study's ten (no image variants, no diagnosis arms).
 DEFAULT_VARIANTS = tuple(
-    v for v in VARIANTS if v not in IMAGE_VARIANTS and v not in DIAGNOSIS_ARMS and v != "groupnorm"
+    v
+    for v in VARIANTS
+    if v not in IMAGE_VARIANTS
+    and v not in DIAGNOSIS_ARMS
+    and v not in HOLDING_ARMS
+    and v != "groupnorm"
 )
 
 

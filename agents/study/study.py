@@ -7,7 +7,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.study import aggregate, diagnosis, runner
-from agents.study.grid import DEFAULT_VARIANTS, DIAGNOSIS_ARMS, ENVS, cells
+from agents.study.grid import (
+    DEFAULT_VARIANTS,
+    DIAGNOSIS_ARMS,
+    ENVS,
+    HOLDING_ARMS,
+    VARIANTS,
+    cells,
+    variant_of,
+)
 from qnorm import QnormError
 
 QUICK = {
@@ -67,16 +75,42 @@ DIAGNOSIS = {
     "diagnosis": True,
 }
 
+# Can BatchNorm at its own tuned settings be made to hold its final policy? Each arm
+# (grid.HOLDING_ARMS) adds one change to BatchNorm's tuned preset; no norm and BatchNorm at
+# their tuned presets run beside them. The seeds are tuning seeds (from HOLDING_FIRST_SEED):
+# an arm chosen here is judged afterwards by the fair study on seeds 0..4, never these.
+HOLDING_FIRST_SEED = 7000  # above the tuning's trial (1000+) and confirmation (5000+) seeds
+HOLDING = {
+    "envs": ["CartPole-v1"],
+    "variants": ["none", "batchnorm", *HOLDING_ARMS],
+    "seeds": 5,
+    "first_seed": HOLDING_FIRST_SEED,
+    "overrides": {"run.tuned_preset": True, "run.eval_episodes": 20},
+}
+
 # Named grids that scripts/study.py runs with --protocol NAME (each under its own name).
-PROTOCOLS = {"quick": QUICK, "minatar": MINATAR, "fair": FAIR, "diagnosis": DIAGNOSIS}
+PROTOCOLS = {
+    "quick": QUICK,
+    "minatar": MINATAR,
+    "fair": FAIR,
+    "diagnosis": DIAGNOSIS,
+    "holding": HOLDING,
+}
 
 
 def check_tuned(envs: list[str], variants: list[str]) -> None:
-    """Refuse a study on tuned presets where a variant has none (it would run untuned)."""
+    """Refuse a study on tuned presets where a variant has none (it would run untuned).
+
+    An arm that changes other settings of a variant (its norm settings those of the variant)
+    trains on that variant's tuned preset.
+    """
     from agents.tuning.presets import read_presets
 
     presets = read_presets()
-    missing = [(e, v) for e in envs for v in variants if v not in presets.get(e, {})]
+    tuned_as = {v: variant_of(VARIANTS[v]) if v in VARIANTS else v for v in variants}
+    missing = [
+        (e, tuned_as[v]) for e in envs for v in variants if tuned_as[v] not in presets.get(e, {})
+    ]
     if missing:
         cells_text = ", ".join(f"{e} {v}" for e, v in missing)
         raise QnormError(
@@ -93,6 +127,7 @@ class StudySpec:
     envs: list[str] = field(default_factory=lambda: list(ENVS))
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     seeds: int = 5
+    first_seed: int = 0  # the seeds are first_seed .. first_seed + seeds - 1
     overrides: dict = field(default_factory=dict)  # TrainConfig "section.field" values
     runs_dir: str = "runs/study"
     results_dir: str = "results"
@@ -120,7 +155,8 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
     A cell is finished when its run directory says so or when the results' runs.csv
     already holds its curve (committed results let a study resume on a fresh machine).
     """
-    grid = cells(spec.envs, spec.variants, list(range(spec.seeds)))
+    seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
+    grid = cells(spec.envs, spec.variants, seeds)
     if train and spec.overrides.get("run.tuned_preset"):
         check_tuned(spec.envs, spec.variants)
     if train:

@@ -261,6 +261,23 @@ def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):
     assert "| layernorm | 1 |" in (spec.results_root / "tables.md").read_text()
 
 
+def test_a_study_runs_the_seeds_from_its_first_seed(tmp_path):
+    from agents.study.study import run_study
+
+    spec = one_seed_spec(tmp_path, "s", ["none"], first_seed=7000)
+    spec.seeds = 2
+    spec.results_root.mkdir(parents=True)
+    (spec.results_root / "runs.csv").write_text(
+        "env_id,variant,seed,step,mean_return\n"
+        "CartPole-v1,none,7000,1000,50.0\n"
+        "CartPole-v1,none,7001,1000,70.0\n"
+    )
+    said = []
+    table = run_study(spec, report=said.append)
+    assert "2 cells, 2 already finished, 0 to run" in said  # seeds 0 and 1 would not be
+    assert table["CartPole-v1", "none"]["final_mean"] == 60.0
+
+
 def test_an_env_without_a_solved_threshold_is_tabulated_without_one(tmp_path):
     pytest.importorskip("minatar", reason="needs the minatar extra: pip install -e '.[minatar]'")
     env_id = "MinAtar/Breakout-v1"  # registered with no reward threshold

@@ -200,6 +200,27 @@ def test_study_cells_keep_the_env_preset_unless_their_protocol_asks(tuned_file):
     assert cell_config(cell, "", {"run.tuned_preset": True}).dqn.learning_rate == 7e-4
 
 
+def test_holding_arms_train_on_batchnorms_tuned_preset_with_their_one_change(tuned_file):
+    from agents.study.grid import HOLDING_ARMS, Cell, cell_config
+    from agents.study.study import HOLDING, HOLDING_FIRST_SEED, check_tuned
+    from agents.tuning.selection import CONFIRM_SEED_BASE
+
+    assert HOLDING_FIRST_SEED > CONFIRM_SEED_BASE + 1000  # tuning seeds, above all others
+    check_tuned(HOLDING["envs"], ["batchnorm", *HOLDING_ARMS])  # the arms: batchnorm's
+    configs = {
+        arm: cell_config(Cell("CartPole-v1", arm, HOLDING_FIRST_SEED), "", HOLDING["overrides"])
+        for arm in ("batchnorm", *HOLDING_ARMS)
+    }
+    assert {c.network.norm for c in configs.values()} == {"batchnorm"}
+    assert all(c.dqn.adam_beta1 == 0.5 for c in configs.values())  # the tuned preset's
+    assert configs["bnt_lr_half"].dqn.learning_rate == pytest.approx(3.5e-4)  # half of 7e-4
+    assert configs["bnt_batch_1024"].dqn.batch_size == 1024
+    assert configs["bnt_dueling"].network.dueling and not configs["batchnorm"].network.dueling
+    assert (configs["bnt_soft_target"].dqn.tau, configs["batchnorm"].dqn.tau) == (0.005, 1.0)
+    with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none"):
+        check_tuned(["CartPole-v1"], ["none", "bnt_dueling"])
+
+
 def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_path):
     from agents.study.study import FAIR, StudySpec, check_tuned, run_study
 

@@ -8,7 +8,7 @@ import pytest
 from script_helpers import STUDY, assert_clean_success, run_script
 
 from agents.study.grid import DEFAULT_VARIANTS, ENVS
-from agents.study.study import DIAGNOSIS, MINATAR, QUICK
+from agents.study.study import DIAGNOSIS, HOLDING, MINATAR, QUICK
 
 
 @pytest.fixture
@@ -30,6 +30,7 @@ def study_script(monkeypatch):
         (["--protocol", "quick"], "quick", QUICK),
         (["--protocol", "minatar"], "minatar", MINATAR),
         (["--protocol", "diagnosis", "--envs", "CartPole-v1"], "diagnosis", DIAGNOSIS),
+        (["--protocol", "holding"], "holding", HOLDING),
     ],
 )
 def test_a_protocol_runs_its_grid_under_its_own_name(study_script, flags, name, grid):
@@ -38,6 +39,7 @@ def test_a_protocol_runs_its_grid_under_its_own_name(study_script, flags, name, 
     assert train and spec.name == name
     envs = ["CartPole-v1"] if "--envs" in flags else grid["envs"]
     assert (spec.envs, spec.variants, spec.seeds) == (envs, grid["variants"], grid["seeds"])
+    assert spec.first_seed == grid.get("first_seed", 0)
     assert spec.overrides == grid["overrides"]
     assert spec.results_root == Path("results") / name
     assert spec.diagnosis == grid.get("diagnosis", False)
