@@ -14,6 +14,7 @@ from torch import nn
 from agents.checkpoint import Policy, load_policy
 from agents.envs import env_module, make_env
 from agents.extras import install_command
+from agents.snapshot import read_snapshot
 from qnorm import QnormError, fold_batchnorm, greedy_action
 from qnorm.recalibration import recalibrate_batch_statistics
 
@@ -24,7 +25,7 @@ class EvalResult:
 
     returns: list[float]
     lengths: list[int]
-    # {"states", "modules", "seed"} when running statistics were recomputed first
+    # {"source", "states", "modules", ...} when running statistics were recomputed first
     recalibration: dict | None = None
 
     @property
@@ -56,6 +57,7 @@ def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> Eval
 
 # Recalibration plays its own episodes, seeded apart from the evaluation's.
 RECALIBRATION_SEED_OFFSET = 10_007
+RECALIBRATION_SOURCES = ("policy", "replay")
 
 
 def on_policy_states(net: nn.Module, env: gym.Env, count: int, seed: int) -> np.ndarray:
@@ -78,7 +80,34 @@ def recalibrate_on_policy(policy: Policy, env_id: str, count: int, seed: int) ->
     finally:
         env.close()
     modules = recalibrate_batch_statistics(policy.network, torch.as_tensor(states))
-    return {"states": count, "modules": modules, "seed": seed}
+    return {"source": "policy", "states": count, "modules": modules, "seed": seed}
+
+
+def replay_states(run_dir: Path, count: int) -> tuple[torch.Tensor, int]:
+    """The newest ``count`` observations of the replay memory in the run's training-state
+    snapshot, oldest first, and the snapshot's step."""
+    tensors, state = read_snapshot(run_dir)
+    if "replay.obs" not in tensors:  # pixel runs keep frames, not observations
+        raise QnormError(
+            f"the snapshot in {run_dir} holds no vector replay memory; recalibrate from the "
+            "policy's own states instead"
+        )
+    obs, position = tensors["replay.obs"], int(state["replay"]["position"])
+    ordered = torch.cat([obs[position:], obs[:position]])  # a full ring starts at position
+    return ordered[-count:], int(state["global_step"])
+
+
+def recalibrate_from_replay(policy: Policy, count: int) -> dict:
+    """Recompute the policy's running statistics from the newest ``count`` states of its
+    run's replay memory: the distribution its training batches were drawn from."""
+    run_dir = policy.path.parent.parent  # RUN/checkpoints/<name>
+    states, step = replay_states(run_dir, count)
+    if states.shape[0] < count:
+        raise QnormError(
+            f"the replay memory of {run_dir} holds {states.shape[0]} states, fewer than {count}"
+        )
+    modules = recalibrate_batch_statistics(policy.network, states)
+    return {"source": "replay", "states": count, "modules": modules, "snapshot_step": step}
 
 
 def check_env_matches(env: gym.Env, obs_shape: tuple[int, ...], num_actions: int) -> None:
@@ -136,16 +165,23 @@ def evaluate_checkpoint(
     video_dir: str | Path | None = None,
     fold: bool = True,
     recalibrate: int = 0,
+    recalibrate_from: str = "policy",
 ) -> tuple[Policy, EvalResult]:
     """Load a checkpoint (or a run's final one) and play greedy episodes on its env.
 
     ``recalibrate`` > 0 first recomputes the network's running statistics from that many
-    states the policy visits (its own episodes, seeded apart), then evaluates.
+    states, then evaluates: states the policy visits (its own episodes, seeded apart), or
+    with ``recalibrate_from="replay"`` the newest states of the run's replay memory (from its
+    training-state snapshot).
     """
     if episodes < 1:
         raise QnormError(f"episodes must be positive, got {episodes}")
     if recalibrate < 0 or recalibrate == 1:
         raise QnormError(f"recalibrating needs at least 2 states, got {recalibrate}")
+    if recalibrate_from not in RECALIBRATION_SOURCES:
+        raise QnormError(
+            f"recalibrate from one of {', '.join(RECALIBRATION_SOURCES)}, not {recalibrate_from!r}"
+        )
     policy = load_policy(path)
     if env_id is None:
         refuse_module_import(policy.env_id)
@@ -153,7 +189,9 @@ def evaluate_checkpoint(
     try:
         check_env_matches(env, policy.obs_shape, policy.spec.num_actions)
         recalibration = None
-        if recalibrate:
+        if recalibrate and recalibrate_from == "replay":
+            recalibration = recalibrate_from_replay(policy, recalibrate)
+        elif recalibrate:
             shifted = seed + RECALIBRATION_SEED_OFFSET
             recalibration = recalibrate_on_policy(
                 policy, env_id or policy.env_id, recalibrate, shifted

@@ -8,7 +8,7 @@ import sys
 
 from agents.checkpoint import better_checkpoint, recorded_evaluation
 from agents.cli import ArgumentParser, run_main
-from agents.evaluation import evaluate_checkpoint
+from agents.evaluation import RECALIBRATION_SOURCES, evaluate_checkpoint
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,6 +30,14 @@ def parser() -> argparse.ArgumentParser:
         help="first recompute BatchNorm's running statistics from N states the policy visits "
         "(its own episodes): do stale statistics explain a poor score?",
     )
+    p.add_argument(
+        "--recalibrate-from",
+        choices=RECALIBRATION_SOURCES,
+        default="policy",
+        help="where --recalibrate takes its states: the policy's own episodes, or the newest "
+        "states of the run's replay memory (its training-state snapshot), the distribution "
+        "its training batches came from (default: policy)",
+    )
     return p
 
 
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         args.video,
         fold=not args.no_fold,
         recalibrate=args.recalibrate,
+        recalibrate_from=args.recalibrate_from,
     )
     better = better_checkpoint(policy.path)
     summary = {
@@ -71,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.recalibration is not None:
         done = result.recalibration
+        source = (
+            f"the policy's own episodes (seed {done['seed']})"
+            if done["source"] == "policy"
+            else f"the run's replay memory (snapshot at step {done['snapshot_step']:,})"
+        )
         print(
             f"running statistics of {done['modules']} layer(s) recomputed first from "
-            f"{done['states']} states of the policy's own episodes (seed {done['seed']})"
+            f"{done['states']} states of {source}"
             if done["modules"]
             else "no BatchNorm layers: nothing to recalibrate"
         )

@@ -1,5 +1,6 @@
-"""Evaluation's recalibration uses the policy's own states, and leaves other nets alone."""
+"""Evaluation's recalibration uses the policy's own states or the run's replay memory."""
 
+import pytest
 import torch
 from train_helpers import tiny_config
 
@@ -9,8 +10,11 @@ from agents.evaluation import (
     evaluate_checkpoint,
     make_eval_env,
     on_policy_states,
+    replay_states,
 )
+from agents.snapshot import read_snapshot
 from agents.training import train
+from qnorm import QnormError
 from qnorm.recalibration import recalibrate_batch_statistics
 
 
@@ -23,7 +27,12 @@ def test_recalibrated_statistics_come_from_the_policys_own_episodes(tmp_path):
     config = tiny_config(tmp_path / "run", 400, network__norm="batchnorm")
     final = train(config).final_checkpoint
     policy, result = evaluate_checkpoint(final, episodes=2, seed=3, recalibrate=120)
-    assert result.recalibration == {"states": 120, "modules": 1, "seed": 3 + 10_007}
+    assert result.recalibration == {
+        "source": "policy",
+        "states": 120,
+        "modules": 1,
+        "seed": 3 + 10_007,
+    }
     expected = load_policy(final)
     env = make_eval_env("CartPole-v1")
     states = on_policy_states(expected.network, env, 120, 3 + RECALIBRATION_SEED_OFFSET)
@@ -35,3 +44,50 @@ def test_recalibrated_statistics_come_from_the_policys_own_episodes(tmp_path):
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     trained = running_stats(load_policy(final).network)
     assert any(not torch.equal(trained[k], ours[k]) for k in ours)  # it did change them
+
+
+@pytest.fixture(scope="module")
+def wrapped_run(tmp_path_factory):
+    """A BatchNorm run whose 100-transition replay ring wrapped, with its final snapshot."""
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("wrapped") / "run"
+    config = tiny_config(run_dir, 430, network__norm="batchnorm", dqn__buffer_size=100)
+    train(config)
+    return run_dir
+
+
+def test_replay_states_come_newest_last_from_a_wrapped_ring(wrapped_run):
+    tensors, state = read_snapshot(wrapped_run)
+    assert state["replay"]["size"] == 100 and state["replay"]["position"] != 0  # wrapped
+    states, step = replay_states(wrapped_run, 100)
+    assert step == 430 and states.shape == (100, 4)
+    position = state["replay"]["position"]
+    next_obs = torch.cat(
+        [tensors["replay.next_obs"][position:], tensors["replay.next_obs"][:position]]
+    )
+    ends = torch.cat([tensors["replay.terminated"], tensors["replay.truncated"]]).view(2, -1)
+    ends = torch.cat([ends[:, position:], ends[:, :position]], dim=1).amax(0)
+    chained = [torch.equal(next_obs[i], states[i + 1]) for i in range(99) if not ends[i]]
+    assert chained and all(chained)  # in time order, each s' is the next row's s
+    assert torch.equal(replay_states(wrapped_run, 30)[0], states[-30:])
+
+
+def test_replay_recalibration_uses_the_newest_replay_states(wrapped_run):
+    final = wrapped_run / "checkpoints" / "final"
+    policy, result = evaluate_checkpoint(
+        final, episodes=1, recalibrate=60, recalibrate_from="replay"
+    )
+    assert result.recalibration == {
+        "source": "replay",
+        "states": 60,
+        "modules": 1,
+        "snapshot_step": 430,
+    }
+    expected = load_policy(final)
+    recalibrate_batch_statistics(expected.network, replay_states(wrapped_run, 60)[0])
+    ours, theirs = running_stats(policy.network), running_stats(expected.network)
+    assert ours and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(QnormError, match="holds 100 states, fewer than 500"):
+        evaluate_checkpoint(final, episodes=1, recalibrate=500, recalibrate_from="replay")
+    with pytest.raises(QnormError, match="recalibrate from one of policy, replay"):
+        evaluate_checkpoint(final, episodes=1, recalibrate=60, recalibrate_from="buffer")

@@ -175,11 +175,22 @@ def test_recalibration_recomputes_statistics_from_the_policys_own_states(trained
     plain = evaluate_json(trained_run, "--episodes", "3")
     summary = evaluate_json(trained_run, "--episodes", "3", "--recalibrate", "300")
     assert plain["recalibrated"] is None
-    assert summary["recalibrated"] == {"states": 300, "modules": 2, "seed": 10_007}
+    assert summary["recalibrated"] == {
+        "source": "policy",
+        "states": 300,
+        "modules": 2,
+        "seed": 10_007,
+    }
     assert snapshot(trained_run) == before  # the checkpoint on disk is never rewritten
     text = run_script(EVALUATE, trained_run, "--episodes", "2", "--recalibrate", "50")
     assert_clean_success(text)
     assert "running statistics of 2 layer(s) recomputed first from 50 states" in text.stdout
+    assert "of the policy's own episodes (seed 10007)" in text.stdout
+    flags = ("--episodes", "2", "--recalibrate", "50", "--recalibrate-from", "replay")
+    text = run_script(EVALUATE, trained_run, *flags)
+    assert_clean_success(text)
+    assert "from 50 states of the run's replay memory (snapshot at step" in text.stdout
+    assert snapshot(trained_run) == before
 
 
 def test_recalibration_needs_two_states(trained_run):
