@@ -15,7 +15,7 @@ from agents.checkpoint import Policy, load_policy
 from agents.envs import env_module, make_env
 from agents.extras import install_command
 from agents.snapshot import read_snapshot
-from qnorm import QnormError, fold_batchnorm, greedy_action
+from qnorm import QnormError, fold_batchnorm, greedy_action, q_values
 from qnorm.recalibration import recalibrate_batch_statistics
 
 
@@ -25,6 +25,10 @@ class EvalResult:
 
     returns: list[float]
     lengths: list[int]
+    # How decisive the greedy choices were, over every state played: the median gap between
+    # the best and second-best action's value, and the mean best value (the values' scale).
+    median_action_gap: float = float("nan")
+    mean_best_value: float = float("nan")
     # {"source", "states", "modules", ...} when running statistics were recomputed first
     recalibration: dict | None = None
 
@@ -41,18 +45,22 @@ class EvalResult:
 
 def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> EvalResult:
     """Play ``episodes`` greedy episodes; the first reset is seeded, so runs are repeatable."""
-    returns, lengths = [], []
+    returns, lengths, gaps, top_values = [], [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         total, length, done = 0.0, 0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(greedy_action(net, obs))
+            values = q_values(net, obs)
+            best_two = values.topk(min(2, values.shape[-1])).values
+            gaps.append(float(best_two[0] - best_two[-1]))
+            top_values.append(float(best_two[0]))
+            obs, reward, terminated, truncated, _ = env.step(int(values.argmax()))
             total += float(reward)
             length += 1
             done = terminated or truncated
         returns.append(total)
         lengths.append(length)
-    return EvalResult(returns, lengths)
+    return EvalResult(returns, lengths, float(np.median(gaps)), float(np.mean(top_values)))
 
 
 # Recalibration plays its own episodes, seeded apart from the evaluation's.

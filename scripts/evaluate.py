@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "std_return": result.std_return,
         "returns": result.returns,
         "lengths": result.lengths,
+        "median_action_gap": result.median_action_gap,
+        "mean_best_value": result.mean_best_value,
         "training_evaluation": recorded_evaluation(policy.path),
         "better_in_run": None if better is None else {"checkpoint": str(better[0]), **better[1]},
         "recalibrated": result.recalibration,
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
         f"over {len(result.returns)} episodes"
+    )
+    print(
+        f"greedy choices: median gap {result.median_action_gap:.3g} between the best two "
+        f"actions' values, which average {result.mean_best_value:.3g} for the best"
     )
     if result.recalibration is not None:
         done = result.recalibration

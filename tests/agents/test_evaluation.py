@@ -1,4 +1,5 @@
-"""Evaluation's recalibration uses the policy's own states or the run's replay memory."""
+"""Evaluation: how decisive the greedy choices were; recalibration from the policy's own
+states or from the run's replay memory."""
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from agents.evaluation import (
     make_eval_env,
     on_policy_states,
     replay_states,
+    run_episodes,
 )
 from agents.snapshot import read_snapshot
 from agents.training import train
@@ -91,3 +93,17 @@ def test_replay_recalibration_uses_the_newest_replay_states(wrapped_run):
         evaluate_checkpoint(final, episodes=1, recalibrate=500, recalibrate_from="replay")
     with pytest.raises(QnormError, match="recalibrate from one of policy, replay"):
         evaluate_checkpoint(final, episodes=1, recalibrate=60, recalibrate_from="buffer")
+
+
+def test_evaluation_reports_how_decisive_the_greedy_choices_were():
+    net = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.weight[1, 0] = 1.0  # Q(s, right) = 2.5 + cart position
+        net.bias.copy_(torch.tensor([2.0, 2.5]))
+    env = make_eval_env("CartPole-v1")
+    result = run_episodes(net, env, episodes=2, seed=0)
+    env.close()
+    assert result.median_action_gap == pytest.approx(0.5, abs=0.1)  # positions stay near 0
+    assert result.mean_best_value == pytest.approx(2.5, abs=0.1)
+    assert all(length < 100 for length in result.lengths)  # always right: the pole falls
