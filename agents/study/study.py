@@ -108,9 +108,8 @@ def check_tuned(envs: list[str], variants: list[str]) -> None:
 
     presets = read_presets()
     tuned_as = {v: variant_of(VARIANTS[v]) if v in VARIANTS else v for v in variants}
-    missing = [
-        (e, tuned_as[v]) for e in envs for v in variants if tuned_as[v] not in presets.get(e, {})
-    ]
+    wanted = dict.fromkeys((e, tuned_as[v]) for e in envs for v in variants)  # ordered, once
+    missing = [(e, v) for e, v in wanted if v not in presets.get(e, {})]
     if missing:
         cells_text = ", ".join(f"{e} {v}" for e, v in missing)
         raise QnormError(

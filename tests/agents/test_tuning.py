@@ -219,6 +219,8 @@ def test_holding_arms_train_on_batchnorms_tuned_preset_with_their_one_change(tun
     assert (configs["bnt_soft_target"].dqn.tau, configs["batchnorm"].dqn.tau) == (0.005, 1.0)
     with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none"):
         check_tuned(["CartPole-v1"], ["none", "bnt_dueling"])
+    with pytest.raises(QnormError, match="preset for Acrobot-v1 batchnorm; tune"):  # once
+        check_tuned(["Acrobot-v1"], ["batchnorm", "bnt_dueling"])
 
 
 def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_path):
