@@ -45,22 +45,27 @@ class EvalResult:
 
 def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> EvalResult:
     """Play ``episodes`` greedy episodes; the first reset is seeded, so runs are repeatable."""
-    returns, lengths, gaps, top_values = [], [], [], []
+    returns, lengths, played = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         total, length, done = 0.0, 0, False
         while not done:
             values = q_values(net, obs)
-            best_two = values.topk(min(2, values.shape[-1])).values
-            gaps.append(float(best_two[0] - best_two[-1]))
-            top_values.append(float(best_two[0]))
+            played.append(values)
             obs, reward, terminated, truncated, _ = env.step(int(values.argmax()))
             total += float(reward)
             length += 1
             done = terminated or truncated
         returns.append(total)
         lengths.append(length)
-    return EvalResult(returns, lengths, float(np.median(gaps)), float(np.mean(top_values)))
+    return EvalResult(returns, lengths, *decisiveness(torch.stack(played)))
+
+
+def decisiveness(values: torch.Tensor) -> tuple[float, float]:
+    """Over rows of Q-values ``[steps, actions]``: the median gap between the best two
+    actions' values, and the mean best value."""
+    best_two = values.topk(min(2, values.shape[-1]), dim=-1).values.double().cpu().numpy()
+    return float(np.median(best_two[:, 0] - best_two[:, -1])), float(best_two[:, 0].mean())
 
 
 # Recalibration plays its own episodes, seeded apart from the evaluation's.

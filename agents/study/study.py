@@ -107,7 +107,7 @@ def check_tuned(envs: list[str], variants: list[str]) -> None:
     from agents.tuning.presets import read_presets
 
     presets = read_presets()
-    tuned_as = {v: variant_of(VARIANTS[v]) if v in VARIANTS else v for v in variants}
+    tuned_as = {v: variant_of(VARIANTS[v]) for v in variants}  # cells() refused unknown ones
     wanted = dict.fromkeys((e, tuned_as[v]) for e in envs for v in variants)  # ordered, once
     missing = [(e, v) for e, v in wanted if v not in presets.get(e, {})]
     if missing:
