@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -29,6 +29,9 @@ class EvalResult:
     # the best and second-best action's value, and the mean best value (the values' scale).
     median_action_gap: float = float("nan")
     mean_best_value: float = float("nan")
+    # The last observation of every episode that terminated (the env ended it: a fall, a
+    # crash) rather than running to its time limit: where the policy's failures happen.
+    terminal_observations: list[np.ndarray] = field(default_factory=list)
     # {"source", "states", "modules", ...} when running statistics were recomputed first
     recalibration: dict | None = None
 
@@ -45,20 +48,21 @@ class EvalResult:
 
 def run_episodes(net: nn.Module, env: gym.Env, episodes: int, seed: int) -> EvalResult:
     """Play ``episodes`` greedy episodes; the first reset is seeded, so runs are repeatable."""
-    returns, lengths, played = [], [], []
+    returns, lengths, played, failures = [], [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
-        total, length, done = 0.0, 0, False
-        while not done:
+        total, length, terminated, truncated = 0.0, 0, False, False
+        while not (terminated or truncated):
             values = q_values(net, obs)
             played.append(values)
             obs, reward, terminated, truncated, _ = env.step(int(values.argmax()))
             total += float(reward)
             length += 1
-            done = terminated or truncated
         returns.append(total)
         lengths.append(length)
-    return EvalResult(returns, lengths, *decisiveness(torch.stack(played)))
+        if terminated:
+            failures.append(np.asarray(obs))
+    return EvalResult(returns, lengths, *decisiveness(torch.stack(played)), failures)
 
 
 def decisiveness(values: torch.Tensor) -> tuple[float, float]:

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "lengths": result.lengths,
         "median_action_gap": result.median_action_gap,
         "mean_best_value": result.mean_best_value,
+        "terminal_observations": [obs.tolist() for obs in result.terminal_observations],
         "training_evaluation": recorded_evaluation(policy.path),
         "better_in_run": None if better is None else {"checkpoint": str(better[0]), **better[1]},
         "recalibrated": result.recalibration,
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"greedy choices: median gap {result.median_action_gap:.3g} between the best two "
         f"actions' values, which average {result.mean_best_value:.3g} for the best"
+    )
+    print(
+        f"ended by the env before its time limit: {len(result.terminal_observations)} of "
+        f"{len(result.returns)} episodes (their last observations: --json)"
     )
     if result.recalibration is not None:
         done = result.recalibration

@@ -1,6 +1,7 @@
 """Evaluation: how decisive the greedy choices were; recalibration from the policy's own
 states or from the run's replay memory."""
 
+import gymnasium
 import pytest
 import torch
 from train_helpers import tiny_config
@@ -107,3 +108,15 @@ def test_evaluation_reports_how_decisive_the_greedy_choices_were():
     assert result.median_action_gap == pytest.approx(0.5, abs=0.1)  # positions stay near 0
     assert result.mean_best_value == pytest.approx(2.5, abs=0.1)
     assert all(length < 100 for length in result.lengths)  # always right: the pole falls
+    # Both episodes terminated; their last observations show how: the pole past 12 degrees
+    assert len(result.terminal_observations) == 2
+    assert all(abs(obs[2]) > 0.2094 for obs in result.terminal_observations)
+
+
+def test_episodes_that_reach_the_time_limit_leave_no_terminal_observation():
+    env = make_eval_env("CartPole-v1")
+    env = gymnasium.wrappers.TimeLimit(env.unwrapped, max_episode_steps=5)
+    result = run_episodes(torch.nn.Linear(4, 2), env, episodes=3, seed=0)
+    env.close()
+    assert result.lengths == [5, 5, 5]  # a random linear policy survives five steps
+    assert result.terminal_observations == []

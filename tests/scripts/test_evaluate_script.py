@@ -66,6 +66,10 @@ def test_json_summary(trained_run):
     assert summary["mean_return"] == pytest.approx(float(np.mean(returns)))
     assert summary["std_return"] == pytest.approx(float(np.std(returns)))
     assert summary["lengths"] == [int(r) for r in returns]  # CartPole pays 1 per step
+    # one last observation (4 numbers) per episode that ended before CartPole's 500 steps
+    failed = summary["terminal_observations"]
+    assert len(failed) == sum(length < 500 for length in summary["lengths"])
+    assert all(len(obs) == 4 for obs in failed)
 
 
 def test_same_seed_same_returns_across_processes(trained_run):
