@@ -116,6 +116,7 @@ def test_evaluation_reports_how_decisive_the_greedy_choices_were():
 def test_episodes_that_reach_the_time_limit_leave_no_terminal_observation():
     env = make_eval_env("CartPole-v1")
     env = gymnasium.wrappers.TimeLimit(env.unwrapped, max_episode_steps=5)
+    torch.manual_seed(0)  # the same untrained policy every run
     result = run_episodes(torch.nn.Linear(4, 2), env, episodes=3, seed=0)
     env.close()
     assert result.lengths == [5, 5, 5]  # a random linear policy survives five steps
