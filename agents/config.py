@@ -94,6 +94,13 @@ class DQNConfig:
     batch_size: int = field(default=32, metadata=_opt("minibatch size"))
     tau: float = field(default=1.0, metadata=_opt("target update coefficient (1 = hard copy)"))
     gamma: float = field(default=0.99, metadata=_opt("discount factor"))
+    n_step: int = field(
+        default=1,
+        metadata=_opt(
+            "rewards summed per TD target before bootstrapping from the n-th next state "
+            "(fewer where the episode ends first)"
+        ),
+    )
     train_freq: int = field(default=4, metadata=_opt("update every N steps of the vector env"))
     gradient_steps: int = field(
         default=1, metadata=_opt("gradient steps per update (-1: as many as env steps collected)")
@@ -271,6 +278,7 @@ def validate(config: TrainConfig) -> None:
         "batch_size": dqn.batch_size,
         "train_freq": dqn.train_freq,
         "target_update_interval": dqn.target_update_interval,
+        "n_step": dqn.n_step,
     }
     for name, value in positive.items():
         if value <= 0:

@@ -121,7 +121,10 @@ class DQNAgent:
             return q.reshape(steps, batch, -1)
 
     def td_target(self, batch: Batch, next_q_target: torch.Tensor | None = None) -> torch.Tensor:
-        """r + gamma * (1 - terminated) * Q_target(s', a'); a' from the online net if Double."""
+        """r + gamma * (1 - terminated) * Q_target(s', a'); a' from the online net if Double.
+
+        For n-step batches r is the summed return and gamma the batch's ``gamma ** m``.
+        """
         if next_q_target is None:
             next_q_target = self.target_q(batch.next_obs)
         with torch.no_grad():
@@ -131,7 +134,11 @@ class DQNAgent:
                 next_q = next_q_target.gather(-1, next_actions).squeeze(-1)
             else:
                 next_q = next_q_target.max(dim=-1).values
-            return batch.rewards + self.config.gamma * (1.0 - batch.terminated) * next_q
+            return batch.rewards + self.discounts(batch) * (1.0 - batch.terminated) * next_q
+
+    def discounts(self, batch: Batch) -> torch.Tensor | float:
+        """The bootstrap discount of each row: gamma, or gamma ** m for an m-step return."""
+        return self.config.gamma if batch.discounts is None else batch.discounts
 
     @property
     def target_scheme(self) -> str:
@@ -154,14 +161,14 @@ class DQNAgent:
         steps = batches.obs.shape[0]
         if self.joint:
             return [
-                self._joint_step(Batch(*(field[step] for field in batches)), step in diagnose_steps)
+                self._joint_step(batches.minibatch(step), step in diagnose_steps)
                 for step in range(steps)
             ]
         next_q_target = self.target_q(batches.next_obs)
         targets = None if self.config.double_dqn else self.td_target(batches, next_q_target)
         stats = []
         for step in range(steps):
-            batch = Batch(*(field[step] for field in batches))
+            batch = batches.minibatch(step)
             target = (
                 self.td_target(batch, next_q_target[step]) if targets is None else targets[step]
             )
@@ -187,7 +194,7 @@ class DQNAgent:
         with learning_mode(self.online):  # the one train-mode forward, on cat(s, s')
             q_joint = self.online(torch.cat([batch.obs, batch.next_obs]))
         next_q = q_joint[n:].detach().max(dim=-1).values
-        target = batch.rewards + self.config.gamma * (1.0 - batch.terminated) * next_q
+        target = batch.rewards + self.discounts(batch) * (1.0 - batch.terminated) * next_q
         return self._optimize(q_joint[:n], batch.actions, target, q_eval, None)
 
     def set_learning_rate(self, lr: float) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agents.memory import check_fits
+from agents.n_step import n_step_returns
 from agents.replay import Batch
 from qnorm import QnormError
 
@@ -108,7 +109,12 @@ class FrameReplayBuffer:
         seed: int = 0,
         num_envs: int = 1,
         frame_stack: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ) -> None:
+        if n_step < 1:
+            raise QnormError(f"n_step must be positive, got {n_step}")
+        self.n_step, self.gamma = int(n_step), float(gamma)
         self.layout = layout = FrameLayout(
             int(capacity), tuple(obs_shape), np.dtype(obs_dtype), int(num_envs), int(frame_stack)
         )
@@ -134,6 +140,7 @@ class FrameReplayBuffer:
         self._valid = torch.empty(slots, dtype=torch.int64)
         self._valid_host = self._valid.numpy()
         self._where = np.full(slots, -1, dtype=np.int64)
+        self._where_t = torch.from_numpy(self._where)  # the same memory, for sampling
         self._count = 0
         sizes = layout.ring_sizes
         self._sizes = sizes
@@ -387,7 +394,7 @@ class FrameReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """``batch_size`` transitions drawn uniformly with replacement."""
-        return Batch(*(field[0] for field in self.sample_batches(1, batch_size)))
+        return self.sample_batches(1, batch_size).minibatch(0)
 
     def sample_batches(self, num_batches: int, batch_size: int) -> Batch:
         """``num_batches`` minibatches at once; fields shaped [num_batches, batch_size, ...]."""
@@ -397,8 +404,11 @@ class FrameReplayBuffer:
             )
         picks = torch.randint(0, self._count, (num_batches * batch_size,), generator=self.generator)
         slots = self._valid[picks]
-        windows = self._windows(slots).to(self.device, non_blocking=True)
         shape = (num_batches, batch_size)
+        returns = self._n_step_returns(slots) if self.n_step > 1 else None
+        last = slots if returns is None else returns.last  # whose next_obs closes the target
+        windows = self._windows(slots).to(self.device, non_blocking=True)
+        next_windows = windows if returns is None else self._windows(last).to(self.device)
 
         def stacks(frame_slots: torch.Tensor) -> torch.Tensor:
             # index_select copies whole rows; plain indexing on CPU went element by element
@@ -406,17 +416,38 @@ class FrameReplayBuffer:
             rows = self.frames.index_select(0, frame_slots.reshape(-1))
             return rows.view(*shape, *self.obs_shape)
 
-        def record(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-            return values[slots].to(self.device, dtype).view(shape)
+        def record(values: torch.Tensor, dtype: torch.dtype, rows=slots) -> torch.Tensor:
+            return values[rows].to(self.device, dtype).view(shape)
 
+        rewards = record(self.rewards, torch.float32)
+        if returns is not None:
+            rewards = returns.rewards.to(self.device).view(shape)
         return Batch(
             stacks(windows[:, :-1]),
             record(self.actions, torch.int64),
-            record(self.rewards, torch.float32),
-            stacks(windows[:, 1:]),
-            record(self.terminated, torch.float32),
-            record(self.truncated, torch.float32),
+            rewards,
+            stacks(next_windows[:, 1:]),
+            record(self.terminated, torch.float32, last),
+            record(self.truncated, torch.float32, last),
+            None if returns is None else returns.discounts.to(self.device).view(shape),
         )
+
+    def _n_step_returns(self, slots: torch.Tensor):
+        """Returns of up to ``n_step`` rewards from the transitions at ``slots``."""
+        return n_step_returns(slots, self._successor, self.rewards, self.n_step, self.gamma)
+
+    def _successor(self, slots: torch.Tensor) -> torch.Tensor:
+        """The slot of the same episode's next transition, or -1 where none is stored.
+
+        Within an episode it owns the stream's next slot. After a stream's newest transition
+        that slot holds its oldest frame, whose transition was dropped when the frames
+        before it were overwritten; after an episode's last transition it holds the next
+        episode's first frame, which no transition owns.
+        """
+        env = torch.searchsorted(self._bases_t, slots, right=True) - 1
+        base, size = self._bases_t[env], self._sizes_t[env]
+        following = base + (slots - base + 1) % size
+        return torch.where(self._where_t[following] >= 0, following, -1)
 
     def _windows(self, slots: torch.Tensor) -> torch.Tensor:
         """[M, window + 1] frame slots per transition, oldest first: obs is [:-1], next_obs [1:]."""

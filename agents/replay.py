@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from agents.memory import check_fits
+from agents.n_step import n_step_returns
 from qnorm import QnormError
 
 COLUMNS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
@@ -22,10 +23,24 @@ class Batch(NamedTuple):
     next_obs: torch.Tensor  # [B, *obs_shape]
     terminated: torch.Tensor  # [B] float32: 1 ends bootstrapping
     truncated: torch.Tensor  # [B] float32: kept for analysis; never stops bootstrapping
+    # [B] float32 gamma ** m of an m-step return (agents.n_step); None: one step, gamma
+    discounts: torch.Tensor | None = None
+
+    def minibatch(self, step: int) -> Batch:
+        """Minibatch ``step`` of a phase's batches (fields shaped ``[steps, B, ...]``)."""
+        return Batch(*(None if field is None else field[step] for field in self))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The fields that are set (a one-step batch has no discounts)."""
+        return tuple(field for field in self if field is not None)
 
 
 class ReplayBuffer:
-    """Circular storage of (s, a, r, s', terminated, truncated) with uniform sampling."""
+    """Circular storage of (s, a, r, s', terminated, truncated) with uniform sampling.
+
+    With ``n_step`` above 1 each row also records the row of its env's next transition, so
+    a sample sums up to ``n_step`` rewards (``agents.n_step``).
+    """
 
     def __init__(
         self,
@@ -34,13 +49,19 @@ class ReplayBuffer:
         obs_dtype: np.dtype | str = np.float32,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        num_envs: int = 1,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ) -> None:
         if capacity < 1:
             raise QnormError(f"replay capacity must be positive, got {capacity}")
+        if n_step < 1:
+            raise QnormError(f"n_step must be positive, got {n_step}")
         self.capacity = int(capacity)
         self.obs_shape = tuple(obs_shape)
         self.device = torch.device(device)
-        nbytes = self.nbytes_for(capacity, self.obs_shape, obs_dtype)
+        self.num_envs, self.n_step, self.gamma = int(num_envs), int(n_step), float(gamma)
+        nbytes = self.nbytes_for(capacity, self.obs_shape, obs_dtype, n_step)
         check_fits(nbytes, self.device, f"a replay buffer of {self.capacity:,} transitions")
         dtype = torch.from_numpy(np.empty(0, dtype=np.dtype(obs_dtype))).dtype
         self.obs = torch.zeros((capacity, *self.obs_shape), dtype=dtype, device=self.device)
@@ -54,19 +75,30 @@ class ReplayBuffer:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         on_cpu = self.device.type == "cpu"
         self._host_views = {n: getattr(self, n).numpy() for n in COLUMNS} if on_cpu else None
+        # n-step: the row of each row's next transition in its episode (-1: not stored yet,
+        # or none) and each env's newest row (-1: its next transition starts an episode)
+        self.linked = self.n_step > 1
+        if self.linked:
+            self.next_row = torch.full((capacity,), -1, dtype=torch.int64, device=self.device)
+            self._last_row = np.full(self.num_envs, -1, dtype=np.int64)
 
     @staticmethod
     def nbytes_for(
-        capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype | str = np.float32
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: np.dtype | str = np.float32,
+        n_step: int = 1,
     ) -> int:
         """Bytes a buffer of this capacity and observation takes, without allocating it."""
         obs_bytes = int(np.prod(obs_shape, dtype=np.int64)) * np.dtype(obs_dtype).itemsize
-        return int(capacity) * (2 * obs_bytes + 8 + 4 + 4 + 4)  # s, s', action, r, term, trunc
+        link = 8 if n_step > 1 else 0  # the next row's index
+        return int(capacity) * (2 * obs_bytes + 8 + 4 + 4 + 4 + link)  # s, s', a, r, term, trunc
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the storage tensors."""
-        return sum(getattr(self, name).nbytes for name in COLUMNS)
+        link = self.next_row.nbytes if self.linked else 0
+        return sum(getattr(self, name).nbytes for name in COLUMNS) + link
 
     def __len__(self) -> int:
         return self.size
@@ -74,8 +106,8 @@ class ReplayBuffer:
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, env_ids=None) -> None:
         """Store ``n`` transitions (leading dim ``n``, or one unbatched), overwriting the oldest.
 
-        ``env_ids`` (which env each row came from) is accepted for FrameReplayBuffer's
-        interface and not needed here: each row stores its whole observations.
+        ``env_ids`` says which env each row came from (default ``range(n)``); only n-step
+        returns need it, to link each row to its env's next one.
         """
         columns = {
             "obs": obs,
@@ -97,6 +129,8 @@ class ReplayBuffer:
                 )
         if n > self.capacity:
             raise QnormError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
+        if self.linked:
+            self._link(n, columns["terminated"], columns["truncated"], env_ids)
         first = min(n, self.capacity - self.position)  # rows before the end, then wrap around
         for name, values in columns.items():
             self._write(name, self.position, values[:first])
@@ -105,17 +139,45 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    def _link(self, n: int, terminated: np.ndarray, truncated: np.ndarray, env_ids) -> None:
+        """Point each env's newest row at the row its next transition is about to fill."""
+        if env_ids is None:
+            if n > self.num_envs:
+                raise QnormError(
+                    f"cannot add {n} transitions at once to an n-step buffer of {self.num_envs} "
+                    "env streams (one row per env); pass env_ids"
+                )
+            env_ids = np.arange(n)
+        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
+        if ids.shape != (n,) or ids.min() < 0 or ids.max() >= self.num_envs:
+            raise QnormError(f"env_ids must be {n} indices in [0, {self.num_envs})")
+        rows = (self.position + np.arange(n)) % self.capacity
+        previous = self._last_row[ids]
+        # a previous row this add overwrites (a buffer smaller than one step) links nowhere
+        kept = (previous >= 0) & ((previous - self.position) % self.capacity >= n)
+        self.next_row[rows] = -1
+        self.next_row[previous[kept]] = torch.from_numpy(rows[kept]).to(self.device)
+        ended = terminated.astype(bool) | truncated.astype(bool)
+        self._last_row[ids] = np.where(ended, -1, rows)
+
     def end_episodes(self) -> None:
-        """The envs start fresh episodes: rows keep obs and next_obs, so nothing links them."""
+        """The envs start fresh episodes: no stored row links to what they add next."""
+        if self.linked:
+            self._last_row[:] = -1
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The stored rows and the sampling generator's state, for a training-state snapshot."""
         rows = {name: getattr(self, name)[: self.size] for name in COLUMNS}
+        if self.linked:
+            rows["next_row"] = self.next_row[: self.size]
         return {**rows, "generator": self.generator.get_state()}
 
     def state(self) -> dict:
-        """Write position and fill, for a training-state snapshot."""
-        return {"position": self.position, "size": self.size}
+        """Write position and fill (and each env's newest row, for n-step), for a snapshot."""
+        state = {"position": self.position, "size": self.size}
+        if self.linked:
+            state["last_rows"] = self._last_row.tolist()
+        return state
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         """Restore what ``state_tensors`` and ``state`` saved."""
@@ -133,6 +195,20 @@ class ReplayBuffer:
             getattr(self, name)[:size] = rows.to(self.device)
         self.generator.set_state(tensors["generator"])
         self.position, self.size = position, size
+        if self.linked:
+            self._load_links(tensors, state)
+
+    def _load_links(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """The n-step links a snapshot saved; one saved without them links nothing."""
+        self.next_row.fill_(-1)
+        self._last_row[:] = -1
+        links, last_rows = tensors.get("next_row"), state.get("last_rows")
+        if links is None or last_rows is None:
+            return
+        if tuple(links.shape) != (self.size,) or len(last_rows) != self.num_envs:
+            raise QnormError("the snapshot's n-step links do not fit this replay buffer")
+        self.next_row[: self.size] = links.to(self.device)
+        self._last_row[:] = last_rows
 
     def _write(self, name: str, start: int, values: np.ndarray) -> None:
         stop = start + len(values)
@@ -144,7 +220,7 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """``batch_size`` transitions drawn uniformly with replacement."""
-        return Batch(*(field[0] for field in self.sample_batches(1, batch_size)))
+        return self.sample_batches(1, batch_size).minibatch(0)
 
     def sample_batches(self, num_batches: int, batch_size: int) -> Batch:
         """``num_batches`` minibatches at once; each field is shaped [num_batches, batch_size, ...].
@@ -163,6 +239,8 @@ class ReplayBuffer:
             device=self.device,
             generator=self.generator,
         )
+        if self.linked:
+            return self._n_step_batch(idx)
         return Batch(
             self.obs[idx],
             self.actions[idx],
@@ -170,6 +248,22 @@ class ReplayBuffer:
             self.next_obs[idx],
             self.terminated[idx],
             self.truncated[idx],
+        )
+
+    def _n_step_batch(self, idx: torch.Tensor) -> Batch:
+        """The rows ``idx`` with returns of up to ``n_step`` rewards (``agents.n_step``)."""
+        returns = n_step_returns(
+            idx, lambda rows: self.next_row[rows], self.rewards, self.n_step, self.gamma
+        )
+        last = returns.last
+        return Batch(
+            self.obs[idx],
+            self.actions[idx],
+            returns.rewards,
+            self.next_obs[last],
+            self.terminated[last],
+            self.truncated[last],
+            returns.discounts,
         )
 
 

@@ -18,7 +18,7 @@ def test_replay_lives_and_samples_on_the_gpu():
     obs = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
     buffer.add(obs, np.ones(n, np.int64), np.ones(n), obs, np.zeros(n), np.zeros(n))
     batch = buffer.sample_batches(3, 8)
-    assert all(field.device.type == "cuda" for field in batch)
+    assert all(field.device.type == "cuda" for field in batch.tensors())
     assert batch.obs.shape == (3, 8, 4)
 
 

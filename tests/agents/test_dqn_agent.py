@@ -373,7 +373,8 @@ def test_update_phase_equals_sequential_updates(norm, double):
     phased = DQNAgent(spec, config, seed=0)
     stepped = DQNAgent(spec, config, seed=0)
     batches = [make_batch(n=8, seed=s) for s in range(5)]
-    stacked = Batch(*(torch.stack(fields) for fields in zip(*batches, strict=True)))
+    fields = zip(*(batch.tensors() for batch in batches), strict=True)
+    stacked = Batch(*(torch.stack(field) for field in fields))
     train_calls = []
     phased.online.register_forward_pre_hook(lambda m, _: train_calls.append(m.training))
     phase_stats = phased.update_phase(stacked, diagnose_steps={2})

@@ -137,7 +137,7 @@ def assert_samples_are_added_transitions(batch: Batch, added: list[tuple]) -> se
 
 
 def flat(batch: Batch) -> Batch:
-    return Batch(*(field.reshape(-1, *field.shape[2:]) for field in batch))
+    return Batch(*(None if f is None else f.reshape(-1, *f.shape[2:]) for f in batch))
 
 
 def expected_live(added: list[tuple], buffer: FrameReplayBuffer) -> set[float]:
@@ -261,7 +261,11 @@ def test_unbatched_add_equals_batched_add():
         batched.add(*(column[None] for column in row))
         one_by_one.add(*row)
     assert len(batched) == len(one_by_one) == 6
-    for a, b in zip(batched.sample_batches(2, 6), one_by_one.sample_batches(2, 6), strict=True):
+    for a, b in zip(
+        batched.sample_batches(2, 6).tensors(),
+        one_by_one.sample_batches(2, 6).tensors(),
+        strict=True,
+    ):
         assert torch.equal(a, b)
 
 
@@ -416,7 +420,9 @@ def test_the_tensor_write_path_of_gpus_stores_what_numpy_writes_store(kind):
     collect(tensor_writes, envs, steps=80)
     assert torch.equal(numpy_writes.frames, tensor_writes.frames)
     for a, b in zip(
-        numpy_writes.sample_batches(4, 8), tensor_writes.sample_batches(4, 8), strict=True
+        numpy_writes.sample_batches(4, 8).tensors(),
+        tensor_writes.sample_batches(4, 8).tensors(),
+        strict=True,
     ):
         assert torch.equal(a, b)
 
@@ -430,7 +436,7 @@ def test_on_the_gpu_samples_equal_the_cpu_samples(kind):
     gpu = FrameReplayBuffer(30, cpu.obs_shape, dtype, "cuda", num_envs=2, frame_stack=frame_stack)
     collect(gpu, envs_fn(2), steps=80)
     on_cpu, on_gpu = cpu.sample_batches(4, 16), gpu.sample_batches(4, 16)
-    assert all(field.device.type == "cuda" for field in on_gpu)
-    for a, b in zip(on_cpu, on_gpu, strict=True):
+    assert all(field.device.type == "cuda" for field in on_gpu.tensors())
+    for a, b in zip(on_cpu.tensors(), on_gpu.tensors(), strict=True):
         assert torch.equal(a, b.cpu())
     assert_samples_are_added_transitions(flat(on_cpu), added)

@@ -48,7 +48,10 @@ def restored(kind: str, run_dir, tensors, state, seed: int = 0):
 
 def assert_same_samples(a, b, draws: int = 3):
     for _ in range(draws):
-        for x, y in zip(a.sample_batches(2, 16), b.sample_batches(2, 16), strict=True):
+        pairs = zip(
+            a.sample_batches(2, 16).tensors(), b.sample_batches(2, 16).tensors(), strict=True
+        )
+        for x, y in pairs:
             assert torch.equal(x, y)
 
 

@@ -80,26 +80,45 @@ def weights(run_dir: Path) -> dict:
     return load_file(run_dir / "checkpoints" / "final" / "model.safetensors")
 
 
-@pytest.mark.parametrize("draw", range(2))
-def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(
-    killer_env, uninterrupted, tmp_path, draw
-):
+def kill_and_resume(flags: list[str], killer_env: dict, run_dir: Path) -> int:
+    """Train with ``flags``, SIGKILLed at a random step, then resume; the step it died at."""
     # Past the first snapshot and before the end: the env counts its own step() calls, which
     # are fewer than the run's 6,000 steps (a vector env's autoreset steps call reset()).
     kill_at = random.Random().randint(1200, 4500)
-    run_dir = tmp_path / "run"
     killed = run_script(
-        TRAIN, *FLAGS, "--run-dir", run_dir, env={**killer_env, "QNORM_KILL_AT": str(kill_at)}
+        TRAIN, *flags, "--run-dir", run_dir, env={**killer_env, "QNORM_KILL_AT": str(kill_at)}
     )
     assert killed.returncode == -9, f"kill at {kill_at}: {killed.stderr}"
-    resumed = run_script(TRAIN, "--resume", run_dir, env=killer_env)
-    assert_clean_success(resumed)
+    assert_clean_success(run_script(TRAIN, "--resume", run_dir, env=killer_env))
+    return kill_at
+
+
+def assert_same_run(run_dir: Path, uninterrupted: Path, kill_at: int) -> None:
     expected, got = weights(uninterrupted), weights(run_dir)
     assert expected.keys() == got.keys()
     assert all((expected[k] == got[k]).all() for k in expected), f"killed at {kill_at}"
     # The curves continue: no point lost or logged twice around the kill.
     for tag in ("charts/episodic_return", "losses/td_loss", "eval/mean_return"):
         assert read_scalars(run_dir, tag) == read_scalars(uninterrupted, tag), (tag, kill_at)
+
+
+@pytest.mark.parametrize("draw", range(2))
+def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(
+    killer_env, uninterrupted, tmp_path, draw
+):
+    kill_at = kill_and_resume(FLAGS, killer_env, tmp_path / "run")
+    assert_same_run(tmp_path / "run", uninterrupted, kill_at)
+
+
+def test_an_n_step_run_resumes_bit_for_bit(killer_env, tmp_path):
+    """The replay's links between consecutive transitions travel with the snapshot."""
+    flags = [*FLAGS, "--n-step", "3"]
+    alone = tmp_path / "alone"
+    assert_clean_success(run_script(TRAIN, *flags, "--run-dir", alone, env=killer_env))
+    kill_at = kill_and_resume(flags, killer_env, tmp_path / "run")
+    assert_same_run(tmp_path / "run", alone, kill_at)
+    config = json.loads((alone / "config.json").read_text())
+    assert config["dqn"]["n_step"] == 3
 
 
 def test_resume_extends_a_finished_run(killer_env, uninterrupted, tmp_path):
