@@ -70,14 +70,22 @@ VARIANTS.update(DIAGNOSIS_ARMS)
 # with one more change each, the ones the diagnosis and the tuning point to: the batch
 # statistics' noise (a 4x larger batch than the space's largest), a slowly moving target
 # (Polyak averaging every step), the action gap carried by its own stream (a dueling head),
-# and a smaller step size.
+# a smaller step size, and 3-step returns (the slow part of the task, keeping the cart
+# centred, reaches the targets with fewer bootstraps).
 HOLDING_ARMS: dict[str, dict[str, object]] = {
     "bnt_batch_1024": {**BN, "dqn.batch_size": 1024},
     "bnt_soft_target": {**BN, "dqn.tau": 0.005, "dqn.target_update_interval": 1},
     "bnt_dueling": {**BN, "network.dueling": True},
     "bnt_lr_half": {**BN, "dqn.learning_rate": Scaled(0.5)},
+    "bnt_n_step": {**BN, "dqn.n_step": 3},
+}
+# The same change on no norm's tuned preset, so a gain can be told apart from one any
+# network would have.
+HOLDING_CONTROLS: dict[str, dict[str, object]] = {
+    "none_n_step": {**VARIANTS["none"], "dqn.n_step": 3},
 }
 VARIANTS.update(HOLDING_ARMS)
+VARIANTS.update(HOLDING_CONTROLS)
 
 # Colours are fixed per variant so every figure reads the same way.
 COLOURS: dict[str, str] = {
@@ -109,6 +117,8 @@ COLOURS: dict[str, str] = {
     "bnt_soft_target": "#e377c2",
     "bnt_dueling": "#17becf",
     "bnt_lr_half": "#8c564b",
+    "bnt_n_step": "#2ca02c",
+    "none_n_step": "#7f7f7f",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
@@ -160,6 +170,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "brn_joint_crossq",
     ),
     "BatchNorm at its tuned settings": ("batchnorm", *HOLDING_ARMS),
+    "3-step returns": ("batchnorm", "bnt_n_step", "none_n_step"),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a
@@ -183,6 +194,7 @@ DEFAULT_VARIANTS = tuple(
     if v not in IMAGE_VARIANTS
     and v not in DIAGNOSIS_ARMS
     and v not in HOLDING_ARMS
+    and v not in HOLDING_CONTROLS
     and v != "groupnorm"
 )
 

@@ -217,6 +217,7 @@ def test_holding_arms_train_on_batchnorms_tuned_preset_with_their_one_change(tun
     assert configs["bnt_batch_1024"].dqn.batch_size == 1024
     assert configs["bnt_dueling"].network.dueling and not configs["batchnorm"].network.dueling
     assert (configs["bnt_soft_target"].dqn.tau, configs["batchnorm"].dqn.tau) == (0.005, 1.0)
+    assert (configs["bnt_n_step"].dqn.n_step, configs["batchnorm"].dqn.n_step) == (3, 1)
     with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none"):
         check_tuned(["CartPole-v1"], ["none", "bnt_dueling"])
     with pytest.raises(QnormError, match="preset for Acrobot-v1 batchnorm; tune"):  # once
