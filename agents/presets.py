@@ -147,11 +147,12 @@ def tuned_preset_for(env_id: str, settings: dict[str, object]) -> dict[str, obje
     """The tuned settings for ``env_id`` and the norm variant ``settings`` describe, if any.
 
     The variant is the study variant (``agents.study.grid.VARIANTS``) whose norm settings
-    ``settings`` match exactly; the tuned settings come from ``scripts/tune.py --export``.
+    ``settings`` match exactly; the tuned settings come from ``scripts/tune.py --export``
+    (and any amendment from ``--amend``).
     """
     from agents.study.grid import variant_of  # the grid builds configs through this module
-    from agents.tuning.presets import read_presets
+    from agents.tuning.presets import preset_settings, read_presets
 
     variant = variant_of(settings)
     entry = read_presets().get(env_id, {}).get(variant) if variant else None
-    return dict(entry["settings"]) if entry else {}
+    return preset_settings(entry) if entry else {}

@@ -2,6 +2,8 @@
 
 python scripts/tune.py --env-id CartPole-v1 --variant batchnorm --trials 50
 python scripts/tune.py --env-id CartPole-v1 --variant batchnorm --export   # best -> presets
+python scripts/tune.py --env-id CartPole-v1 --variant batchnorm --amend dqn.n_step=3 \
+    --because "what chose it, on tuning seeds"   # a setting added to the tuned preset
     # the same command again continues an interrupted tuning; --storage postgresql://...
     # (any Optuna database URL) lets several machines run trials of one study together
 """
@@ -13,10 +15,11 @@ import signal
 import sys
 from pathlib import Path
 
-from agents.cli import ArgumentParser, parse_settings, run_main
+from agents.cli import ArgumentParser, config_from_flags, parse_settings, run_main
+from agents.config import validate
 from agents.interrupts import Interrupted
 from agents.study.grid import ENVS, VARIANTS
-from agents.tuning.presets import export_best, presets_file, read_presets
+from agents.tuning.presets import amend_preset, export_best, presets_file, read_presets
 from agents.tuning.report import write_presets_table
 from agents.tuning.selection import best_settings, tune_and_confirm
 from agents.tuning.tuning import TuneSpec, counted, open_study, write_trials_csv
@@ -63,6 +66,14 @@ def parser() -> argparse.ArgumentParser:
         help="only write the best trial's settings to the tuned presets (no new trials)",
     )
     p.add_argument(
+        "--amend",
+        nargs="+",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="only add these settings to the exported preset (no new trials); needs --because",
+    )
+    p.add_argument("--because", default="", help="the evidence for --amend, kept beside it")
+    p.add_argument(
         "--presets",
         default=str(presets_file()),
         help="the tuned presets file --export writes (default: $QNORM_TUNED_PRESETS, else "
@@ -95,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.export:
         return export(spec, Path(args.presets), Path(args.summary))
+    if args.amend:
+        return amend(
+            spec, parse_settings(args.amend), args.because, Path(args.presets), Path(args.summary)
+        )
     trials_csv = Path(args.trials_csv or f"results/tuning/{spec.study_name}.csv")
     try:
         study = tune_and_confirm(spec)
@@ -126,6 +141,21 @@ def export(spec: TuneSpec, path: Path, summary: Path) -> int:
     entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name, path)
     write_presets_table(read_presets(path), summary)
     print(f"{path}: {spec.env_id} {spec.variant} <- trial {entry['trial']}; table: {summary}")
+    return 0
+
+
+def amend(spec: TuneSpec, settings: dict, because: str, path: Path, summary: Path) -> int:
+    # named and typed as a run would take them (an unknown or ill-typed setting is refused)
+    config = config_from_flags({"run.env_id": spec.env_id, **settings})
+    validate(config)
+    typed = {}
+    for key in settings:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(config, section), name)
+        typed[key] = list(value) if isinstance(value, tuple) else value
+    entry = amend_preset(spec.env_id, spec.variant, typed, because, path)
+    write_presets_table(read_presets(path), summary)
+    print(f"{path}: {spec.env_id} {spec.variant} amended with {entry['amended']}; table: {summary}")
     return 0
 
 

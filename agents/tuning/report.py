@@ -33,20 +33,35 @@ def _cell(settings: dict, keys: str) -> str:
 
 
 def presets_table(presets: dict) -> str:
-    """One row per env and variant: the exported trial, its scores, and its settings."""
+    """One row per env and variant: the exported trial, its scores, its settings, and any
+    settings amended after tuning (with their evidence below the table)."""
     header = ["env", "variant", "trials", "trial", "mean over its seeds", "seeds' scores"]
-    lines = [
-        "| " + " | ".join(header + [name for name, _ in COLUMNS]) + " |",
-        "|" + "---|" * (len(header) + len(COLUMNS)),
-    ]
+    names = [name for name, _ in COLUMNS] + ["amended after tuning"]
+    lines = ["| " + " | ".join(header + names) + " |", "|" + "---|" * (len(header) + len(names))]
     for env_id, variants in presets.items():
         for variant, entry in variants.items():
             scores = ", ".join(f"{score:.1f}" for score in entry.get("scores", [entry["score"]]))
             row = [env_id, variant, str(entry["trials"]), str(entry["trial"])]
             row += [f"{entry['score']:.1f}", scores]
             row += [_cell(entry["settings"], keys) for _, keys in COLUMNS]
+            row.append(_amended(entry))
             lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [
+        f"- {env_id} {variant}: {_amended(entry)}, because {entry['amended_because']}"
+        for env_id, variants in presets.items()
+        for variant, entry in variants.items()
+        if entry.get("amended")
+    ]
+    table = "\n".join(lines) + "\n"
+    if notes:
+        table += "\nAmended after tuning:\n\n" + "\n".join(notes) + "\n"
+    return table
+
+
+def _amended(entry: dict) -> str:
+    """The settings added after tuning, as ``key value`` pairs (- for none)."""
+    amended = entry.get("amended", {})
+    return ", ".join(f"{key} {_shown(value)}" for key, value in amended.items()) or "-"
 
 
 def write_presets_table(presets: dict, path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 import agents.tuning.tuning as tuning
 from agents.interrupts import Interrupted
 from agents.study.grid import VARIANTS, Cell, cell_config
-from agents.tuning.presets import ENV_VAR, PRESETS_FILE, export_best, read_presets
+from agents.tuning.presets import ENV_VAR, PRESETS_FILE, amend_preset, export_best, read_presets
+from agents.tuning.report import presets_table
 from agents.tuning.selection import CONFIRM_SEED_BASE, best_settings, tune_and_confirm
 from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, point_of, sample, space_for
 from agents.tuning.tuning import (
@@ -162,6 +163,33 @@ def tuned_file(tmp_path, monkeypatch):
     export_best("CartPole-v1", "batchnorm", {**best, "trial": 3}, 50, "study", path)
     monkeypatch.setenv(ENV_VAR, str(path))
     return path
+
+
+def test_an_amendment_applies_on_the_tuned_preset_and_outlives_an_export(tuned_file):
+    from agents.cli import config_from_flags
+
+    amend_preset("CartPole-v1", "batchnorm", {"dqn.n_step": 3}, "held on 4 of 5", tuned_file)
+    flags = {"run.env_id": "CartPole-v1", "network.norm": "batchnorm"}
+    amended = config_from_flags(flags)
+    assert amended.dqn.n_step == 3 and amended.dqn.learning_rate == 7e-4
+    assert config_from_flags({**flags, "dqn.n_step": 1}).dqn.n_step == 1  # a flag still wins
+    assert config_from_flags({**flags, "network.norm": "none"}).dqn.n_step == 1  # its variant
+    retuned = {"settings": {"dqn.learning_rate": 5e-4}, "score": 495.0, "trial": 9}
+    entry = export_best("CartPole-v1", "batchnorm", retuned, 50, "study", tuned_file)
+    assert entry["amended"] == {"dqn.n_step": 3} and entry["amended_because"] == "held on 4 of 5"
+    searched = {"settings": {"dqn.learning_rate": 5e-4, "dqn.n_step": 1}, "score": 1, "trial": 2}
+    entry = export_best("CartPole-v1", "batchnorm", searched, 50, "study", tuned_file)
+    assert "amended" not in entry  # a tuning that searched n_step decides it
+    table = presets_table(read_presets(tuned_file))
+    assert table.splitlines()[2].endswith(" | - |") and "Amended" not in table
+
+
+def test_an_amendment_needs_a_preset_and_its_evidence(tuned_file):
+    with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 none"):
+        amend_preset("CartPole-v1", "none", {"dqn.n_step": 3}, "why", tuned_file)
+    with pytest.raises(QnormError, match="--because"):
+        amend_preset("CartPole-v1", "batchnorm", {"dqn.n_step": 3}, " ", tuned_file)
+    assert "amended" not in read_presets(tuned_file)["CartPole-v1"]["batchnorm"]
 
 
 def test_train_flags_take_the_variants_tuned_preset_and_explicit_flags_win(tuned_file):

@@ -50,3 +50,28 @@ def test_export_of_a_study_never_run_is_one_error_line(tmp_path):
     )
     assert "holds no tuning of CartPole-v1__none" in assert_one_error_line(ran)
     assert not (tmp_path / "p.json").exists()
+
+
+def test_amend_adds_a_typed_setting_with_its_evidence_to_the_preset(tmp_path):
+    from agents.tuning.presets import export_best
+
+    presets, summary = tmp_path / "tuned.json", tmp_path / "presets.md"
+    best = {"settings": {"dqn.learning_rate": 1e-3}, "score": 400.0, "trial": 3}
+    export_best("CartPole-v1", "batchnorm", best, 30, "CartPole-v1__batchnorm", presets)
+    where = ["--presets", presets, "--summary", summary]
+    args = ["--env-id", "CartPole-v1", "--variant", "batchnorm", *where]
+    before = presets.read_text()
+    refused = run_script(TUNE, *args, "--amend", "dqn.no_such=1", "--because", "x")
+    assert "unknown setting 'dqn.no_such'" in assert_one_error_line(refused)
+    zero = run_script(TUNE, *args, "--amend", "dqn.n_step=0", "--because", "x")
+    assert "n_step must be positive" in assert_one_error_line(zero)
+    no_reason = run_script(TUNE, *args, "--amend", "dqn.n_step=3")
+    assert "--because" in assert_one_error_line(no_reason)
+    assert presets.read_text() == before  # refusals change nothing
+    ran = run_script(TUNE, *args, "--amend", "dqn.n_step=3", "--because", "the holding study")
+    assert_clean_success(ran)
+    entry = json.loads(presets.read_text())["CartPole-v1"]["batchnorm"]
+    assert entry["amended"] == {"dqn.n_step": 3} and entry["settings"] == best["settings"]
+    lines = summary.read_text().splitlines()
+    assert lines[2].endswith(" | dqn.n_step 3 |")
+    assert "- CartPole-v1 batchnorm: dqn.n_step 3, because the holding study" in lines
