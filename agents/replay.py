@@ -80,7 +80,9 @@ class ReplayBuffer:
         self.linked = self.n_step > 1
         if self.linked:
             self.next_row = torch.full((capacity,), -1, dtype=torch.int64, device=self.device)
+            self._next_row_host = self.next_row.numpy() if on_cpu else None
             self._last_row = np.full(self.num_envs, -1, dtype=np.int64)
+            self._all_envs = np.arange(self.num_envs, dtype=np.int64)
 
     @staticmethod
     def nbytes_for(
@@ -141,24 +143,38 @@ class ReplayBuffer:
 
     def _link(self, n: int, terminated: np.ndarray, truncated: np.ndarray, env_ids) -> None:
         """Point each env's newest row at the row its next transition is about to fill."""
-        if env_ids is None:
-            if n > self.num_envs:
-                raise QnormError(
-                    f"cannot add {n} transitions at once to an n-step buffer of {self.num_envs} "
-                    "env streams (one row per env); pass env_ids"
-                )
-            env_ids = np.arange(n)
-        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
-        if ids.shape != (n,) or ids.min() < 0 or ids.max() >= self.num_envs:
-            raise QnormError(f"env_ids must be {n} indices in [0, {self.num_envs})")
-        rows = (self.position + np.arange(n)) % self.capacity
+        ids = self._env_ids(n, env_ids)
+        rows = (self.position + self._all_envs[:n]) % self.capacity
         previous = self._last_row[ids]
         # a previous row this add overwrites (a buffer smaller than one step) links nowhere
         kept = (previous >= 0) & ((previous - self.position) % self.capacity >= n)
-        self.next_row[rows] = -1
-        self.next_row[previous[kept]] = torch.from_numpy(rows[kept]).to(self.device)
+        links = np.full(n, -1, dtype=np.int64)
+        self._put_links(rows, links)
+        self._put_links(previous[kept], rows[kept])
         ended = terminated.astype(bool) | truncated.astype(bool)
         self._last_row[ids] = np.where(ended, -1, rows)
+
+    def _env_ids(self, n: int, env_ids) -> np.ndarray:
+        """Which env's stream each of ``n`` added rows continues (default: env i for row i)."""
+        if n > self.num_envs:
+            raise QnormError(
+                f"cannot add {n} transitions at once to an n-step buffer of {self.num_envs} "
+                "env streams (one row per env)"
+            )
+        if env_ids is None:
+            return self._all_envs[:n]
+        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
+        if ids.shape != (n,) or ids.min() < 0 or ids.max() >= self.num_envs:
+            raise QnormError(f"env_ids must be {n} indices in [0, {self.num_envs})")
+        return ids
+
+    def _put_links(self, rows: np.ndarray, values: np.ndarray) -> None:
+        if self._next_row_host is not None:  # CPU: numpy writes into the tensor's memory
+            self._next_row_host[rows] = values
+        else:
+            self.next_row[torch.from_numpy(rows).to(self.device)] = torch.from_numpy(values).to(
+                self.device
+            )
 
     def end_episodes(self) -> None:
         """The envs start fresh episodes: no stored row links to what they add next."""

@@ -157,22 +157,16 @@ def test_a_snapshot_without_links_loads_as_one_step_returns():
     )
 
 
-def test_an_n_step_buffer_needs_env_ids_for_more_rows_than_envs():
-    buffer = vector_buffer(10, 1, 3)
-    with pytest.raises(QnormError, match="env_ids"):
-        buffer.add(
-            *(
-                np.zeros((2, *s), d)
-                for s, d in [
-                    ((3,), np.float32),
-                    ((), np.int64),
-                    ((), np.float32),
-                    ((3,), np.float32),
-                    ((), bool),
-                    ((), bool),
-                ]
-            )
-        )
+def test_an_n_step_buffer_takes_one_row_per_env_and_env_ids_in_range():
+    buffer = vector_buffer(10, 2, 3)
+    obs = np.zeros((3, 3), np.float32)
+    flags = np.zeros(3, bool)
+    three = (obs, np.zeros(3, np.int64), np.zeros(3, np.float32), obs, flags, flags)
+    with pytest.raises(QnormError, match="one row per env"):
+        buffer.add(*three)
+    with pytest.raises(QnormError, match=r"env_ids must be 1 indices in \[0, 2\)"):
+        buffer.add(*(column[:1] for column in three), env_ids=[2])
+    assert len(buffer) == 0  # refused adds store nothing
 
 
 def test_n_step_is_validated():
