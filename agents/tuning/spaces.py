@@ -25,6 +25,9 @@ COMMON: dict[str, tuple] = {
     "dqn.exploration_fraction": ("float", 0.05, 0.5),
     "dqn.exploration_final_eps": ("float", 0.01, 0.1),
     "network.hidden_sizes": ("choice", ["64,64", "128,128", "256,256"]),
+    # rewards summed per target (agents/n_step.py): added after the CartPole-v1 tunings,
+    # which searched without it, once 3-step returns held BatchNorm's policies there
+    "dqn.n_step": ("choice", [1, 3, 5]),
 }
 # Batch-statistics norms also search Adam's beta1 (CrossQ runs BatchNorm with 0.5) and the
 # momentum of their running statistics (torch's BatchNorm default 0.1, CrossQ's 0.01).

@@ -66,11 +66,12 @@ def test_coupled_and_tuple_choices_decode_into_settings():
             "dqn.exploration_fraction": 0.1,
             "dqn.exploration_final_eps": 0.05,
             "network.hidden_sizes": "128,128",
+            "dqn.n_step": 3,
         }
     )
     settings = sample(fixed, space_for("layernorm"))
     assert settings["dqn.train_freq"] == 4 and settings["network.hidden_sizes"] == (128, 128)
-    assert settings["dqn.lr_schedule"] == "linear"
+    assert settings["dqn.lr_schedule"] == "linear" and settings["dqn.n_step"] == 3
 
 
 def test_the_score_is_the_late_mean_so_a_collapse_scores_low():
@@ -131,6 +132,7 @@ def test_a_trial_is_pruned_at_its_first_greedy_evaluation(tmp_path):
         "dqn.exploration_fraction": 0.2,
         "dqn.exploration_final_eps": 0.05,
         "network.hidden_sizes": "64,64",
+        "dqn.n_step": 1,
         "dqn.adam_beta1": 0.5,
         "network.norm_momentum": 0.01,
     }
