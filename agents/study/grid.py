@@ -70,14 +70,15 @@ VARIANTS.update(DIAGNOSIS_ARMS)
 # with one more change each, the ones the diagnosis and the tuning point to: the batch
 # statistics' noise (a 4x larger batch than the space's largest), a slowly moving target
 # (Polyak averaging every step), the action gap carried by its own stream (a dueling head),
-# a smaller step size, and 3-step returns (the slow part of the task, keeping the cart
-# centred, reaches the targets with fewer bootstraps).
+# a smaller step size, and 3- or 5-step returns (the slow part of the task, keeping the
+# cart centred, reaches the targets with fewer bootstraps).
 HOLDING_ARMS: dict[str, dict[str, object]] = {
     "bnt_batch_1024": {**BN, "dqn.batch_size": 1024},
     "bnt_soft_target": {**BN, "dqn.tau": 0.005, "dqn.target_update_interval": 1},
     "bnt_dueling": {**BN, "network.dueling": True},
     "bnt_lr_half": {**BN, "dqn.learning_rate": Scaled(0.5)},
     "bnt_n_step": {**BN, "dqn.n_step": 3},
+    "bnt_n_step_5": {**BN, "dqn.n_step": 5},
 }
 # The same change on no norm's tuned preset, so a gain can be told apart from one any
 # network would have.
@@ -118,6 +119,7 @@ COLOURS: dict[str, str] = {
     "bnt_dueling": "#17becf",
     "bnt_lr_half": "#8c564b",
     "bnt_n_step": "#2ca02c",
+    "bnt_n_step_5": "#98df8a",
     "none_n_step": "#7f7f7f",
 }
 
@@ -170,7 +172,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "brn_joint_crossq",
     ),
     "BatchNorm at its tuned settings": ("batchnorm", *HOLDING_ARMS),
-    "3-step returns": ("batchnorm", "bnt_n_step", "none_n_step"),
+    "n-step returns": ("batchnorm", "bnt_n_step", "bnt_n_step_5", "none_n_step"),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a
