@@ -71,7 +71,9 @@ VARIANTS.update(DIAGNOSIS_ARMS)
 # statistics' noise (a 4x larger batch than the space's largest), a slowly moving target
 # (Polyak averaging every step), the action gap carried by its own stream (a dueling head),
 # a smaller step size, and 3- or 5-step returns (the slow part of the task, keeping the
-# cart centred, reaches the targets with fewer bootstraps).
+# cart centred, reaches the targets with fewer bootstraps). The committed results/holding ran
+# on the preset as tuned; 5-step returns then became part of it (tuned_presets.json
+# "amended"), so a rerun from scratch would stack each arm on top of n_step 5.
 HOLDING_ARMS: dict[str, dict[str, object]] = {
     "bnt_batch_1024": {**BN, "dqn.batch_size": 1024},
     "bnt_soft_target": {**BN, "dqn.tau": 0.005, "dqn.target_update_interval": 1},
