@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from agents.memory import check_fits
-from agents.n_step import n_step_returns
+from agents.n_step import NextRows, n_step_returns
 from qnorm import QnormError
 
 COLUMNS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
@@ -75,14 +75,8 @@ class ReplayBuffer:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         on_cpu = self.device.type == "cpu"
         self._host_views = {n: getattr(self, n).numpy() for n in COLUMNS} if on_cpu else None
-        # n-step: the row of each row's next transition in its episode (-1: not stored yet,
-        # or none) and each env's newest row (-1: its next transition starts an episode)
-        self.linked = self.n_step > 1
-        if self.linked:
-            self.next_row = torch.full((capacity,), -1, dtype=torch.int64, device=self.device)
-            self._next_row_host = self.next_row.numpy() if on_cpu else None
-            self._last_row = np.full(self.num_envs, -1, dtype=np.int64)
-            self._all_envs = np.arange(self.num_envs, dtype=np.int64)
+        # n-step returns follow each row to its env's next one
+        self.links = NextRows(capacity, self.num_envs, self.device) if self.n_step > 1 else None
 
     @staticmethod
     def nbytes_for(
@@ -99,7 +93,7 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         """Bytes held by the storage tensors."""
-        link = self.next_row.nbytes if self.linked else 0
+        link = self.links.rows.nbytes if self.links else 0
         return sum(getattr(self, name).nbytes for name in COLUMNS) + link
 
     def __len__(self) -> int:
@@ -131,8 +125,8 @@ class ReplayBuffer:
                 )
         if n > self.capacity:
             raise QnormError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
-        if self.linked:
-            self._link(n, columns["terminated"], columns["truncated"], env_ids)
+        if self.links:
+            self.links.add(self.position, n, columns["terminated"], columns["truncated"], env_ids)
         first = min(n, self.capacity - self.position)  # rows before the end, then wrap around
         for name, values in columns.items():
             self._write(name, self.position, values[:first])
@@ -141,58 +135,23 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def _link(self, n: int, terminated: np.ndarray, truncated: np.ndarray, env_ids) -> None:
-        """Point each env's newest row at the row its next transition is about to fill."""
-        ids = self._env_ids(n, env_ids)
-        rows = (self.position + self._all_envs[:n]) % self.capacity
-        previous = self._last_row[ids]
-        # a previous row this add overwrites (a buffer smaller than one step) links nowhere
-        kept = (previous >= 0) & ((previous - self.position) % self.capacity >= n)
-        links = np.full(n, -1, dtype=np.int64)
-        self._put_links(rows, links)
-        self._put_links(previous[kept], rows[kept])
-        ended = terminated.astype(bool) | truncated.astype(bool)
-        self._last_row[ids] = np.where(ended, -1, rows)
-
-    def _env_ids(self, n: int, env_ids) -> np.ndarray:
-        """Which env's stream each of ``n`` added rows continues (default: env i for row i)."""
-        if n > self.num_envs:
-            raise QnormError(
-                f"cannot add {n} transitions at once to an n-step buffer of {self.num_envs} "
-                "env streams (one row per env)"
-            )
-        if env_ids is None:
-            return self._all_envs[:n]
-        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
-        if ids.shape != (n,) or ids.min() < 0 or ids.max() >= self.num_envs:
-            raise QnormError(f"env_ids must be {n} indices in [0, {self.num_envs})")
-        return ids
-
-    def _put_links(self, rows: np.ndarray, values: np.ndarray) -> None:
-        if self._next_row_host is not None:  # CPU: numpy writes into the tensor's memory
-            self._next_row_host[rows] = values
-        else:
-            self.next_row[torch.from_numpy(rows).to(self.device)] = torch.from_numpy(values).to(
-                self.device
-            )
-
     def end_episodes(self) -> None:
         """The envs start fresh episodes: no stored row links to what they add next."""
-        if self.linked:
-            self._last_row[:] = -1
+        if self.links:
+            self.links.end_episodes()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The stored rows and the sampling generator's state, for a training-state snapshot."""
         rows = {name: getattr(self, name)[: self.size] for name in COLUMNS}
-        if self.linked:
-            rows["next_row"] = self.next_row[: self.size]
+        if self.links:
+            rows["next_row"] = self.links.state(self.size)[0]
         return {**rows, "generator": self.generator.get_state()}
 
     def state(self) -> dict:
         """Write position and fill (and each env's newest row, for n-step), for a snapshot."""
         state = {"position": self.position, "size": self.size}
-        if self.linked:
-            state["last_rows"] = self._last_row.tolist()
+        if self.links:
+            state["last_rows"] = self.links.state(self.size)[1]
         return state
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
@@ -211,20 +170,8 @@ class ReplayBuffer:
             getattr(self, name)[:size] = rows.to(self.device)
         self.generator.set_state(tensors["generator"])
         self.position, self.size = position, size
-        if self.linked:
-            self._load_links(tensors, state)
-
-    def _load_links(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
-        """The n-step links a snapshot saved; one saved without them links nothing."""
-        self.next_row.fill_(-1)
-        self._last_row[:] = -1
-        links, last_rows = tensors.get("next_row"), state.get("last_rows")
-        if links is None or last_rows is None:
-            return
-        if tuple(links.shape) != (self.size,) or len(last_rows) != self.num_envs:
-            raise QnormError("the snapshot's n-step links do not fit this replay buffer")
-        self.next_row[: self.size] = links.to(self.device)
-        self._last_row[:] = last_rows
+        if self.links:
+            self.links.load_state(tensors.get("next_row"), state.get("last_rows"), size)
 
     def _write(self, name: str, start: int, values: np.ndarray) -> None:
         stop = start + len(values)
@@ -255,7 +202,7 @@ class ReplayBuffer:
             device=self.device,
             generator=self.generator,
         )
-        if self.linked:
+        if self.links:
             return self._n_step_batch(idx)
         return Batch(
             self.obs[idx],
@@ -268,9 +215,7 @@ class ReplayBuffer:
 
     def _n_step_batch(self, idx: torch.Tensor) -> Batch:
         """The rows ``idx`` with returns of up to ``n_step`` rewards (``agents.n_step``)."""
-        returns = n_step_returns(
-            idx, lambda rows: self.next_row[rows], self.rewards, self.n_step, self.gamma
-        )
+        returns = n_step_returns(idx, self.links, self.rewards, self.n_step, self.gamma)
         last = returns.last
         return Batch(
             self.obs[idx],

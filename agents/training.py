@@ -152,29 +152,12 @@ def _solved_rule(env_id: str, other: StopRule | None) -> StopRule:
 
 def make_replay(config: TrainConfig, space, frame_stack: int, device: torch.device):
     """Vector observations: the transition buffer; images: the buffer storing each frame once."""
-    seed, capacity, dqn = config.run.seed, config.dqn.buffer_size, config.dqn
-    if len(space.shape) == 1:
-        return ReplayBuffer(
-            capacity,
-            tuple(space.shape),
-            space.dtype,
-            device,
-            seed,
-            num_envs=config.run.num_envs,
-            n_step=dqn.n_step,
-            gamma=dqn.gamma,
-        )
-    return FrameReplayBuffer(
-        capacity,
-        tuple(space.shape),
-        space.dtype,
-        device,
-        seed,
-        num_envs=config.run.num_envs,
-        frame_stack=frame_stack,
-        n_step=dqn.n_step,
-        gamma=dqn.gamma,
-    )
+    shape, dqn = tuple(space.shape), config.dqn
+    common = {"device": device, "seed": config.run.seed, "num_envs": config.run.num_envs}
+    common.update(n_step=dqn.n_step, gamma=dqn.gamma)
+    if len(shape) == 1:
+        return ReplayBuffer(dqn.buffer_size, shape, space.dtype, **common)
+    return FrameReplayBuffer(dqn.buffer_size, shape, space.dtype, frame_stack=frame_stack, **common)
 
 
 class Trainer:

@@ -142,7 +142,7 @@ def test_n_step_links_survive_a_snapshot():
         torch.testing.assert_close(
             getattr(restored.sample(16), name), getattr(buffer.sample(16), name)
         )
-    assert restored._last_row.tolist() == buffer._last_row.tolist()
+    assert restored.state()["last_rows"] == buffer.state()["last_rows"]
 
 
 def test_a_snapshot_without_links_loads_as_one_step_returns():
