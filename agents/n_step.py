@@ -110,12 +110,12 @@ class NextRows:
         """The envs start fresh episodes: no stored row links to what they add next."""
         self._newest[:] = -1
 
-    def state(self, size: int) -> tuple[torch.Tensor, list[int]]:
-        """The links of the first ``size`` rows and each env's newest row, for a snapshot."""
-        return self.rows[:size], self._newest.tolist()
+    def newest(self) -> list[int]:
+        """Each env's newest row (-1: its next add starts an episode), for a snapshot."""
+        return self._newest.tolist()
 
     def load_state(self, links: torch.Tensor | None, newest: list[int] | None, size: int) -> None:
-        """Restore what ``state`` saved; a snapshot without links links nothing."""
+        """Restore the first ``size`` rows' links and ``newest``; without them nothing links."""
         self.rows.fill_(-1)
         self._newest[:] = -1
         if links is None or newest is None:

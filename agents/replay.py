@@ -144,14 +144,14 @@ class ReplayBuffer:
         """The stored rows and the sampling generator's state, for a training-state snapshot."""
         rows = {name: getattr(self, name)[: self.size] for name in COLUMNS}
         if self.links:
-            rows["next_row"] = self.links.state(self.size)[0]
+            rows["next_row"] = self.links.rows[: self.size]
         return {**rows, "generator": self.generator.get_state()}
 
     def state(self) -> dict:
         """Write position and fill (and each env's newest row, for n-step), for a snapshot."""
         state = {"position": self.position, "size": self.size}
         if self.links:
-            state["last_rows"] = self.links.state(self.size)[1]
+            state["last_rows"] = self.links.newest()
         return state
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:

@@ -65,12 +65,12 @@ def amend_preset(
 ) -> dict:
     """Add ``settings`` to the tuned preset of ``env_id`` and ``variant``, with the evidence."""
     path = path or presets_file()
-    entry = read_presets(path).get(env_id, {}).get(variant)
+    presets = read_presets(path)
+    entry = presets.get(env_id, {}).get(variant)
     if entry is None:
         raise QnormError(f"no tuned preset for {env_id} {variant} to amend; tune and export first")
     if not because.strip():
         raise QnormError("an amendment needs its evidence: say why with --because")
-    presets = read_presets(path)
     amended = {**entry.get("amended", {}), **settings}
     presets[env_id][variant] = {**entry, "amended": amended, "amended_because": because}
     write_json(path, presets)
