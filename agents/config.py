@@ -146,6 +146,14 @@ class DQNConfig:
             choices=("standard", "joint"),
         ),
     )
+    joint_target: bool = field(
+        default=False,
+        metadata=_opt(
+            "joint mode: bootstrap from a lagged copy (synced by target_update_interval and "
+            "tau) that normalizes cat(s, s') with the same batch statistics, instead of from "
+            "the online network itself"
+        ),
+    )
 
 
 @dataclass
@@ -332,6 +340,8 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(
             f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"
         )
+    if dqn.joint_target and dqn.bn_mode != "joint":
+        raise QnormError("joint_target needs bn_mode joint (the standard mode has its target)")
     if run.stop_when_solved and not run.eval_freq:
         raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
     if not config.network.hidden_sizes or min(config.network.hidden_sizes) < 1:

@@ -20,6 +20,7 @@ from qnorm import (
     QNetworkSpec,
     QnormError,
     acting_mode,
+    batch_statistics_mode,
     build_q_network,
     check_train_batch_size,
     eval_mode,
@@ -75,8 +76,10 @@ class DQNAgent:
         self.obs_ndim = observation_ndim(self.online)
         check_train_batch_size(self.online, config.batch_size)
         self.joint = config.bn_mode == "joint"
-        # Joint (CrossQ-style) updates bootstrap from the online network itself: no target.
-        self.target = None if self.joint else make_target(self.online)
+        # Joint (CrossQ-style) updates bootstrap from the online network itself (no target),
+        # or, with joint_target, from a lagged copy run the same way.
+        lagged = not self.joint or config.joint_target
+        self.target = make_target(self.online) if lagged else None
         self.parameters = list(self.online.parameters())
         self.optimizer = make_optimizer(config, self.parameters, self.device)
         self.rng = np.random.default_rng(seed)
@@ -142,8 +145,11 @@ class DQNAgent:
 
     @property
     def target_scheme(self) -> str:
-        """``target_network`` (standard DQN) or ``joint_batch`` (one forward of s and s')."""
-        return "joint_batch" if self.joint else "target_network"
+        """``target_network`` (standard DQN), ``joint_batch`` (one forward of s and s'), or
+        ``joint_batch_lagged`` (that forward bootstrapped by a lagged copy)."""
+        if not self.joint:
+            return "target_network"
+        return "joint_batch" if self.target is None else "joint_batch_lagged"
 
     def update(self, batch: Batch, diagnose: bool = False) -> UpdateStats:
         """One gradient step on the TD loss of ``batch`` (optionally measuring mode effects)."""
@@ -187,15 +193,31 @@ class DQNAgent:
 
         Both halves of the TD error are normalized with the same batch statistics; the s'
         half is detached and bootstraps the target (its own argmax, as Double DQN would
-        pick from the online network), so no target network exists.
+        pick from the online network), so no target network exists. With ``joint_target``
+        a lagged copy runs the same cat(s, s') forward (batch statistics, nothing learned)
+        and values the s' half; Double DQN takes the action from the online half.
         """
         q_eval = self._eval_q(batch.obs) if diagnose else None
         n = batch.obs.shape[0]
+        joint_obs = torch.cat([batch.obs, batch.next_obs])
         with learning_mode(self.online):  # the one train-mode forward, on cat(s, s')
-            q_joint = self.online(torch.cat([batch.obs, batch.next_obs]))
-        next_q = q_joint[n:].detach().max(dim=-1).values
+            q_joint = self.online(joint_obs)
+        online_next = q_joint[n:].detach()
+        if self.target is None:
+            next_q = online_next.max(dim=-1).values
+        else:
+            next_q = self._lagged_joint_value(joint_obs, online_next, n)
         target = batch.rewards + self.discounts(batch) * (1.0 - batch.terminated) * next_q
         return self._optimize(q_joint[:n], batch.actions, target, q_eval, None)
+
+    def _lagged_joint_value(self, joint_obs, online_next, n: int) -> torch.Tensor:
+        """max_a' Q_lagged(s', a') of the lagged copy's joint forward (a' online if Double)."""
+        with batch_statistics_mode(self.target):
+            lagged_next = self.target(joint_obs)[n:]
+        if not self.config.double_dqn:
+            return lagged_next.max(dim=-1).values
+        actions = online_next.argmax(dim=-1, keepdim=True)
+        return lagged_next.gather(-1, actions).squeeze(-1)
 
     def set_learning_rate(self, lr: float) -> None:
         """The step size of every later update (a learning-rate schedule's value)."""
@@ -243,7 +265,7 @@ class DQNAgent:
 
     def sync_target(self) -> None:
         """Hard copy when tau is 1, Polyak averaging otherwise; norm buffers always copied."""
-        if self.target is None:  # joint updates have no target network
+        if self.target is None:  # joint updates without joint_target have no target network
             return
         if self.config.tau >= 1.0:
             hard_update(self.target, self.online)

@@ -12,6 +12,7 @@ from qnorm.errors import QnormError
 from qnorm.folding import fold_batchnorm
 from qnorm.modes import (
     acting_mode,
+    batch_statistics_mode,
     check_train_batch_size,
     eval_mode,
     greedy_action,
@@ -49,6 +50,7 @@ __all__ = [
     "QnormError",
     "__version__",
     "acting_mode",
+    "batch_statistics_mode",
     "build_q_network",
     "check_train_batch_size",
     "conv_preset",

@@ -2,8 +2,10 @@
 
 Acting (data collection, evaluation, Double-DQN argmax, target values) runs in eval mode
 without gradients, so it never touches running statistics and works on a single state.
-The loss forward for Q(s, a) is the only train-mode forward. Every switch is scoped and
-restores each submodule's previous mode on exit, also when the body raises.
+The loss forward for Q(s, a) is the only train-mode forward that updates running
+statistics; a lagged copy bootstrapping a joint update normalizes with batch statistics
+but learns nothing (``batch_statistics_mode``). Every switch is scoped and restores each
+submodule's previous mode on exit, also when the body raises.
 """
 
 from __future__ import annotations
@@ -80,6 +82,39 @@ def eval_mode(net: nn.Module) -> _ScopedMode:
 def learning_mode(net: nn.Module) -> _ScopedMode:
     """Train mode (batch statistics, running statistics updated), restored on exit."""
     return _ScopedMode(net, training=True)
+
+
+class _BatchStatisticsMode:
+    """Train mode without gradients whose running statistics are left as they were."""
+
+    __slots__ = ("_mode", "_saved", "net")
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self._mode = _ScopedMode(net, training=True, grad_context=torch.no_grad())
+
+    def __enter__(self) -> nn.Module:
+        self._saved = [buffer.clone() for buffer in self.net.buffers()]
+        return self._mode.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._mode.__exit__(*exc_info)
+        finally:
+            with torch.no_grad():
+                for buffer, saved in zip(self.net.buffers(), self._saved, strict=True):
+                    buffer.copy_(saved)
+            self._saved = []
+
+
+def batch_statistics_mode(net: nn.Module) -> _BatchStatisticsMode:
+    """Train-mode normalization (batch statistics) for a forward that must not learn.
+
+    For a lagged copy that bootstraps the way the online network is trained: its norms
+    use the batch's statistics, no gradients flow, and every buffer (running statistics,
+    step counters) is restored on exit, so the copy changes only when it is synced.
+    """
+    return _BatchStatisticsMode(net)
 
 
 def has_batch_statistics(net: nn.Module) -> bool:

@@ -82,6 +82,17 @@ HOLDING_ARMS: dict[str, dict[str, object]] = {
     "bnt_n_step": {**BN, "dqn.n_step": 3},
     "bnt_n_step_5": {**BN, "dqn.n_step": 5},
 }
+# Joint Batch Renormalization at its own tuned preset, with one change each: 3- or 5-step
+# returns, and a lagged copy bootstrapping the joint update (dqn.joint_target) instead of
+# the network being trained. The committed results/holding ran on its preset as tuned.
+BRN_JOINT = VARIANTS["batchrenorm_joint"]
+HOLDING_ARMS.update(
+    {
+        "brnt_n_step": {**BRN_JOINT, "dqn.n_step": 3},
+        "brnt_n_step_5": {**BRN_JOINT, "dqn.n_step": 5},
+        "brnt_lagged": {**BRN_JOINT, "dqn.joint_target": True},
+    }
+)
 # The same change on no norm's tuned preset, so a gain can be told apart from one any
 # network would have.
 HOLDING_CONTROLS: dict[str, dict[str, object]] = {
@@ -123,6 +134,9 @@ COLOURS: dict[str, str] = {
     "bnt_n_step": "#2ca02c",
     "bnt_n_step_5": "#98df8a",
     "none_n_step": "#7f7f7f",
+    "brnt_n_step": "#c5b0d5",
+    "brnt_n_step_5": "#9467bd",
+    "brnt_lagged": "#ff9896",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
@@ -173,8 +187,14 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchrenorm_joint",
         "brn_joint_crossq",
     ),
-    "BatchNorm at its tuned settings": ("batchnorm", *HOLDING_ARMS),
+    "BatchNorm at its tuned settings": ("batchnorm", *(a for a in HOLDING_ARMS if a[:4] == "bnt_")),
     "n-step returns": ("batchnorm", "bnt_n_step", "bnt_n_step_5", "none_n_step"),
+    "joint Batch Renormalization at its tuned settings": (
+        "batchrenorm_joint",
+        "brnt_n_step",
+        "brnt_n_step_5",
+        "brnt_lagged",
+    ),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a

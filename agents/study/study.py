@@ -76,15 +76,16 @@ DIAGNOSIS = {
     "diagnosis": True,
 }
 
-# Can BatchNorm at its own tuned settings be made to hold its final policy? Each arm
-# (grid.HOLDING_ARMS) adds one change to BatchNorm's tuned preset; no norm and BatchNorm at
-# their tuned presets run beside them, and no norm with the change that held (its control).
+# Can BatchNorm (and joint Batch Renormalization) at its own tuned settings be made to hold
+# its final policy? Each arm (grid.HOLDING_ARMS) adds one change to the variant's tuned
+# preset; no norm, BatchNorm and joint Batch Renormalization at their tuned presets run
+# beside them, and no norm with the change that held (its control).
 # The seeds are tuning seeds (from HOLDING_FIRST_SEED):
 # an arm chosen here is judged afterwards by the fair study on seeds 0..4, never these.
 HOLDING_FIRST_SEED = 7000  # above the tuning's trial (1000+) and confirmation (5000+) seeds
 HOLDING = {
     "envs": ["CartPole-v1"],
-    "variants": ["none", "batchnorm", *HOLDING_ARMS, *HOLDING_CONTROLS],
+    "variants": ["none", "batchnorm", "batchrenorm_joint", *HOLDING_ARMS, *HOLDING_CONTROLS],
     "seeds": 5,
     "first_seed": HOLDING_FIRST_SEED,
     "overrides": {"run.tuned_preset": True, "run.eval_episodes": 20},

@@ -1,15 +1,17 @@
 """The joint-batch (CrossQ-style) update: one train-mode forward of cat(s, s'), no target."""
 
+import copy
+
 import pytest
 import torch
 
 from agents import load_policy, train
 from agents.cli import config_from_flags
-from agents.config import DQNConfig
+from agents.config import DQNConfig, validate
 from agents.dqn import DQNAgent
 from agents.evaluation import evaluate_checkpoint
 from agents.replay import Batch
-from qnorm import QNetworkSpec, norm_names
+from qnorm import QNetworkSpec, QnormError, norm_names
 
 OBS, ACTIONS, B = 4, 3, 16
 
@@ -28,10 +30,10 @@ def batch(seed=0):
     )
 
 
-def agent(norm="batchnorm", mode="joint"):
+def agent(norm="batchnorm", mode="joint", **config):
     torch.manual_seed(0)
     spec = QNetworkSpec(OBS, ACTIONS, (32, 32), norm=norm)
-    return DQNAgent(spec, DQNConfig(batch_size=B, bn_mode=mode, gamma=0.9), seed=0)
+    return DQNAgent(spec, DQNConfig(batch_size=B, bn_mode=mode, gamma=0.9, **config), seed=0)
 
 
 @pytest.mark.parametrize("norm", norm_names())
@@ -70,6 +72,55 @@ def test_target_comes_from_the_detached_s_prime_half_of_the_same_forward():
     for p, p_ref in zip(joint.online.parameters(), reference.online.parameters(), strict=True):
         assert p_ref.grad is not None
         assert not torch.equal(p, p_ref)  # the joint agent stepped
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "batchrenorm"])
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_a_freshly_synced_lagged_copy_bootstraps_as_the_online_network_does(norm, double_dqn):
+    lagged = agent(norm, joint_target=True, double_dqn=double_dqn)
+    plain = agent(norm)
+    assert lagged.target_scheme == "joint_batch_lagged"
+    for seed in range(2):  # from the same weights, each synced copy values s' identically
+        torch.testing.assert_close(
+            lagged.update(batch(seed)).td_loss, plain.update(batch(seed)).td_loss
+        )
+        lagged.sync_target()
+    for p, p_plain in zip(lagged.online.parameters(), plain.online.parameters(), strict=True):
+        torch.testing.assert_close(p, p_plain, rtol=0, atol=0)
+
+
+def test_the_lagged_copy_stays_put_between_syncs_and_supplies_the_s_prime_values():
+    lagged = agent("batchrenorm", joint_target=True)
+    for seed in range(3):
+        lagged.update(batch(seed))
+    frozen = {k: v.clone() for k, v in lagged.target.state_dict().items()}
+    assert any(not torch.equal(v, lagged.online.state_dict()[k]) for k, v in frozen.items())
+    b = batch(5)
+    joint = torch.cat([b.obs, b.next_obs])
+    # By hand, on copies: both networks normalize the joint batch with its statistics.
+    online, target = copy.deepcopy(lagged.online).train(), copy.deepcopy(lagged.target).train()
+    q_joint = online(joint)
+    with torch.no_grad():
+        a_next = q_joint[B:].argmax(dim=1, keepdim=True)  # Double DQN: the online half picks
+        value = target(joint)[B:].gather(1, a_next).squeeze(1)  # the lagged copy values
+    td_target = b.rewards + 0.9 * (1 - b.terminated) * value
+    q_sa = q_joint[:B].gather(1, b.actions[:, None]).squeeze(1)
+    expected = torch.nn.functional.smooth_l1_loss(q_sa, td_target)
+    torch.testing.assert_close(lagged.update(b).td_loss, expected.detach())
+    for name, tensor in lagged.target.state_dict().items():
+        assert torch.equal(tensor, frozen[name]), f"{name} moved without a sync"
+    lagged.sync_target()
+    synced, online_state = lagged.target.state_dict(), lagged.online.state_dict()
+    assert all(torch.equal(synced[name], online_state[name]) for name in online_state)
+
+
+def test_joint_target_needs_the_joint_mode(tmp_path):
+    with pytest.raises(QnormError, match="joint_target needs bn_mode joint"):
+        validate(
+            tiny_joint(
+                tmp_path, "batchnorm", **{"dqn.bn_mode": "standard", "dqn.joint_target": True}
+            )
+        )
 
 
 def test_standard_mode_measures_the_target_normalization_gap():

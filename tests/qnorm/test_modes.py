@@ -425,3 +425,38 @@ def test_acting_with_a_users_conv1d_network_on_one_sequence():
     assert type(qnorm.greedy_action(net, np.zeros((2, 5), dtype=np.float32))) is int
     assert qnorm.q_values(net, np.zeros((4, 2, 5), dtype=np.float32)).shape == (4, 3)
     assert_same_state(before, net)
+
+
+# --- 4. Batch statistics without learning (a lagged copy in the joint update) --------------
+
+
+@pytest.mark.parametrize("norm", BATCH_STAT_NORMS)
+def test_batch_statistics_mode_normalizes_as_training_does_and_changes_no_buffer(norm):
+    net = build(norm, input_norm=True)
+    warm_up(net)
+    net.eval()
+    before, before_modes = snapshot(net), modes(net)
+    batch = torch.randn(12, OBS_DIM) * 3.0 - 1.0
+    with qnorm.batch_statistics_mode(net):
+        assert all(modes(net)) and not torch.is_grad_enabled()
+        out = net(batch)
+    assert not out.requires_grad
+    assert_same_state(before, net)  # running statistics and step counters as they were
+    assert modes(net) == before_modes
+    with qnorm.learning_mode(net), torch.no_grad():
+        expected = net(batch)  # the train-mode forward, which does update the buffers
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with qnorm.eval_mode(net), torch.no_grad():
+        assert not torch.equal(net(batch), out)  # really batch statistics, not running ones
+
+
+def test_batch_statistics_mode_restores_buffers_when_the_body_raises():
+    net = build("batchrenorm")
+    warm_up(net)
+    net.eval()
+    before = snapshot(net)
+    with pytest.raises(RuntimeError, match="boom"), qnorm.batch_statistics_mode(net):
+        net(torch.randn(8, OBS_DIM))
+        raise RuntimeError("boom")
+    assert_same_state(before, net)
+    assert not any(modes(net))

@@ -121,6 +121,18 @@ def test_an_n_step_run_resumes_bit_for_bit(killer_env, tmp_path):
     assert config["dqn"]["n_step"] == 3
 
 
+def test_a_joint_run_bootstrapped_by_a_lagged_copy_resumes_bit_for_bit(killer_env, tmp_path):
+    """The lagged copy of a joint update (its weights and statistics) travels too."""
+    joint = ("--norm", "batchrenorm", "--bn-mode", "joint", "--joint-target", "--tau", "0.5")
+    flags = [*FLAGS, *joint, "--renorm-warmup", "200"]
+    alone = tmp_path / "alone"
+    assert_clean_success(run_script(TRAIN, *flags, "--run-dir", alone, env=killer_env))
+    kill_at = kill_and_resume(flags, killer_env, tmp_path / "run")
+    assert_same_run(tmp_path / "run", alone, kill_at)
+    config = json.loads((alone / "checkpoints" / "final" / "config.json").read_text())
+    assert config["target_scheme"] == "joint_batch_lagged"
+
+
 def test_resume_extends_a_finished_run(killer_env, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)
