@@ -20,6 +20,7 @@ def test_api_snippet_acts_on_one_cartpole_observation(capsys):
     assert namespace["net"].training is True  # acting restored the caller's train mode
     assert namespace["q"].shape == (2,)
     assert namespace["q_batch"].shape == (1, 2)
+    assert namespace["q_lagged"].shape == (8, 2)
     printed = capsys.readouterr().out.split()
     assert printed == [str(namespace["action"]), "True"]
 

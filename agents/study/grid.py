@@ -187,7 +187,10 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchrenorm_joint",
         "brn_joint_crossq",
     ),
-    "BatchNorm at its tuned settings": ("batchnorm", *(a for a in HOLDING_ARMS if a[:4] == "bnt_")),
+    "BatchNorm at its tuned settings": (
+        "batchnorm",
+        *(a for a in HOLDING_ARMS if a.startswith("bnt_")),
+    ),
     "n-step returns": ("batchnorm", "bnt_n_step", "bnt_n_step_5", "none_n_step"),
     "joint Batch Renormalization at its tuned settings": (
         "batchrenorm_joint",
