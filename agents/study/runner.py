@@ -146,14 +146,22 @@ def _continued(config, run_dir: Path):
 def run_local(
     root: Path, todo: list[Cell], overrides: dict, workers: int, report, storage: str = ""
 ) -> None:
-    """Run cells in ``workers`` fresh processes, one torch thread each."""
+    """Run cells in ``workers`` fresh processes, one torch thread each.
+
+    Interrupted (Ctrl-C), the driver cancels every cell not started yet before it waits for
+    the running ones, so no worker goes on through the queue; a cell stopped midway resumes
+    from its snapshot on the next run.
+    """
     if not todo:
         return
     context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         futures = [pool.submit(run_cell, str(root), asdict(c), overrides, storage) for c in todo]
         for future in futures:
             report(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_ray(

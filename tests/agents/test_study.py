@@ -17,9 +17,11 @@ from agents.study.runner import (
     DONE_FILE,
     cell_dir,
     check_storage,
+    is_done,
     read_norm,
     record,
     run_cell,
+    run_local,
 )
 from agents.training import train
 from qnorm import QnormError
@@ -343,6 +345,19 @@ def test_an_interrupted_cell_resumes_from_its_snapshot(tmp_path):
     resumed, expected = curve_of(stopped, Cell(**cell)), curve_of(alone, Cell(**cell))
     assert [row[0] for row in resumed] == [row[0] for row in expected]
     assert resumed[1] == expected[1] == ["1000", resumed[1][1]]
+
+
+def test_an_interrupted_study_cancels_the_cells_not_started(tmp_path):
+    """Ctrl-C in the driver: the queue stops; only cells already handed to a worker end."""
+    todo = [Cell("CartPole-v1", "none", seed) for seed in range(6)]
+
+    def interrupt(result: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(tmp_path, todo, TINY_CELL, workers=1, report=interrupt)
+    done = [is_done(tmp_path, cell) for cell in todo]
+    assert done[0] and not done[-1] and sum(done) < len(todo), done
 
 
 def test_an_interrupted_cell_of_other_settings_starts_again(tmp_path):
