@@ -138,7 +138,10 @@ def export(spec: TuneSpec, path: Path, summary: Path) -> int:
     best = best_settings(study)
     if best is None:
         raise QnormError(f"study {spec.study_name} has no finished trial to export")
-    entry = export_best(spec.env_id, spec.variant, best, counted(study), spec.study_name, path)
+    # a study kept outside the default storage is named with its storage, so it can be found
+    where = "" if spec.storage == TuneSpec.storage else f" in {spec.storage}"
+    name = spec.study_name + where
+    entry = export_best(spec.env_id, spec.variant, best, counted(study), name, path)
     write_presets_table(read_presets(path), summary)
     print(f"{path}: {spec.env_id} {spec.variant} <- trial {entry['trial']}; table: {summary}")
     return 0

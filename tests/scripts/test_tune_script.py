@@ -39,6 +39,8 @@ def test_tune_runs_trials_continues_them_and_exports_the_best(tmp_path):
     assert row.startswith("| CartPole-v1 | layernorm | 2 | ") and row.endswith(" | - | - |")
     entry = json.loads(presets.read_text())["CartPole-v1"]["layernorm"]
     assert entry["trials"] == 2 and "dqn.learning_rate" in entry["settings"]
+    # kept outside the default storage, the study is named with the storage it lives in
+    assert entry["study"] == f"CartPole-v1__layernorm in sqlite:///{tmp_path / 't.db'}"
     assert len(entry["scores"]) == 2  # the trial's seed and its confirmation
 
 
