@@ -10,6 +10,7 @@ COLUMNS = (
     ("batch", "dqn.batch_size"),
     ("train freq / gradient steps", "dqn.train_freq|dqn.gradient_steps"),
     ("target update", "dqn.target_update_interval"),
+    ("n-step", "dqn.n_step"),
     ("exploration fraction / final eps", "dqn.exploration_fraction|dqn.exploration_final_eps"),
     ("widths", "network.hidden_sizes"),
     ("Adam beta1", "dqn.adam_beta1"),

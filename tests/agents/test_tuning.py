@@ -184,6 +184,8 @@ def test_an_amendment_applies_on_the_tuned_preset_and_outlives_an_export(tuned_f
     assert "amended" not in entry  # a tuning that searched n_step decides it
     table = presets_table(read_presets(tuned_file))
     assert table.splitlines()[2].endswith(" | - |") and "Amended" not in table
+    header, row = (line.split(" | ") for line in table.splitlines()[::2][:2])
+    assert row[header.index("n-step")] == "1"  # the searched value, in its own column
 
 
 def test_an_amendment_needs_a_preset_and_its_evidence(tuned_file):
