@@ -238,11 +238,18 @@ def test_holding_arms_train_on_batchnorms_tuned_preset_with_their_one_change(tun
     from agents.tuning.selection import CONFIRM_SEED_BASE
 
     assert HOLDING_FIRST_SEED > CONFIRM_SEED_BASE + 1000  # tuning seeds, above all others
-    check_tuned(HOLDING["envs"], ["batchnorm", *HOLDING_ARMS])  # the arms: batchnorm's
+    bn_arms = [arm for arm in HOLDING_ARMS if arm.startswith("bnt_")]
+    check_tuned(HOLDING["envs"], ["batchnorm", *bn_arms])  # the arms: batchnorm's
     configs = {
         arm: cell_config(Cell("CartPole-v1", arm, HOLDING_FIRST_SEED), "", HOLDING["overrides"])
         for arm in ("batchnorm", *HOLDING_ARMS)
     }
+    brn_arms = {arm: configs.pop(arm) for arm in HOLDING_ARMS if arm not in bn_arms}
+    assert set(brn_arms) == {"brnt_n_step", "brnt_n_step_5", "brnt_lagged"}
+    for config in brn_arms.values():  # joint Batch Renormalization's arms
+        assert (config.network.norm, config.dqn.bn_mode) == ("batchrenorm", "joint")
+    assert brn_arms["brnt_n_step_5"].dqn.n_step == 5 and brn_arms["brnt_lagged"].dqn.joint_target
+    assert not brn_arms["brnt_n_step"].dqn.joint_target
     assert {c.network.norm for c in configs.values()} == {"batchnorm"}
     assert all(c.dqn.adam_beta1 == 0.5 for c in configs.values())  # the tuned preset's
     assert configs["bnt_lr_half"].dqn.learning_rate == pytest.approx(3.5e-4)  # half of 7e-4
