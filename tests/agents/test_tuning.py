@@ -232,7 +232,7 @@ def test_study_cells_keep_the_env_preset_unless_their_protocol_asks(tuned_file):
     assert cell_config(cell, "", {"run.tuned_preset": True}).dqn.learning_rate == 7e-4
 
 
-def test_holding_arms_train_on_batchnorms_tuned_preset_with_their_one_change(tuned_file):
+def test_holding_arms_train_on_their_variants_tuned_preset_with_their_one_change(tuned_file):
     from agents.study.grid import HOLDING_ARMS, Cell, cell_config
     from agents.study.study import HOLDING, HOLDING_FIRST_SEED, check_tuned
     from agents.tuning.selection import CONFIRM_SEED_BASE
