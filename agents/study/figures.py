@@ -22,21 +22,30 @@ PANEL_WIDTH, PANEL_HEIGHT = 5.2, 3.6
 def panels(variants: list[str], baseline: str = "none") -> list[tuple[str, list[str]]]:
     """(title, variants) per panel: each family present, then each variant of no family.
 
-    A family whose present members all have a panel already (the diagnosis families share
-    plain BatchNorm) gets none.
+    A family adds a panel only for members not shown yet (the diagnosis families share
+    plain BatchNorm), and none at all when more specific families show all its members,
+    each beside arms of its own (the holding study's BatchNorm and joint Batch
+    Renormalization, each drawn with its arms).
     """
     present = [v for v in variants if v != baseline]
+    chosen = {f: [v for v in present if v in members] for f, members in FAMILIES.items()}
     out, shown = [], set()
-    for family, members in FAMILIES.items():
-        chosen = [v for v in present if v in members]
-        if set(chosen) - shown:
-            out.append((family, chosen))
-            shown.update(chosen)
+    for family, members in chosen.items():
+        if set(members) - shown and not _covered_by_others(family, chosen):
+            out.append((family, members))
+            shown.update(members)
     out += [(v, [v]) for v in present if not any(v in m for m in FAMILIES.values())]
     if not out and baseline in variants:
         out.append((baseline, []))
     lead = [baseline] if baseline in variants else []
-    return [(title, lead + chosen) for title, chosen in out]
+    return [(title, lead + members) for title, members in out]
+
+
+def _covered_by_others(family: str, chosen: dict[str, list[str]]) -> bool:
+    """True when families with members outside ``family``'s together show all of its own."""
+    mine = set(chosen[family])
+    wider = [set(m) for f, m in chosen.items() if f != family and set(m) - mine]
+    return bool(mine) and mine <= set().union(*wider)
 
 
 def _of(cell, env_id: str, variant: str) -> bool:

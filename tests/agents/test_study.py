@@ -176,6 +176,21 @@ def test_figures_draw_one_panel_per_norm_family_with_no_norm_in_each():
     assert panels(["none"]) == [("none", ["none"])]
 
 
+def test_a_family_whose_members_all_sit_beside_their_own_arms_gets_no_panel():
+    """The holding figure: BatchNorm and joint Batch Renormalization each appear beside their
+    arms, so the "BatchNorm" family panel (the two of them again) is left out."""
+    from agents.study.figures import panels
+
+    variants = ["none", "batchnorm", "batchrenorm_joint", "bnt_lr_half", "brnt_lagged"]
+    assert panels(variants) == [
+        ("BatchNorm at its tuned settings", ["none", "batchnorm", "bnt_lr_half"]),
+        (
+            "joint Batch Renormalization at its tuned settings",
+            ["none", "batchrenorm_joint", "brnt_lagged"],
+        ),
+    ]
+
+
 def test_outputs_rebuilt_from_runs_csv_alone_are_byte_identical(tmp_path):
     """The committed tables and PNGs are a function of the committed runs.csv, so a fresh
     clone (no run directories) rebuilds them exactly."""
