@@ -5,17 +5,26 @@ the winner is often a lucky seed. So after the trial budget the ``confirm_top`` 
 run again, unpruned, on ``confirm_seeds`` more tuning seeds each, and the preset is the
 confirmed trial with the best mean over all its seeds. Confirmations are stored in the
 study's user attributes, so an interrupted confirmation continues where it stopped.
+
+Several workers on one study split the confirmations: a worker claims a trial (a user
+attribute naming it) before running its seeds and leaves trials claimed by others, unless
+a claim is older than twice the longest finished trial (its worker is taken to be gone).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+import uuid
 
 from agents.tuning.spaces import decode_params
 from agents.tuning.tuning import TuneSpec, counted, import_optuna, train_settings, tune
 
 CONFIRM_SEED_BASE = 5000  # above every trial's seed (TUNING_SEED_BASE + trial number), below 0..N
 ATTR = "confirm/"  # study user attribute per confirmed trial: confirm/<trial number>
+CLAIM = "claim/confirm/"  # study user attribute per trial a worker is confirming
 
 
 def top_trials(study, count: int) -> list:
@@ -31,11 +40,17 @@ def confirm_seeds(spec: TuneSpec, number: int) -> list[int]:
     return [CONFIRM_SEED_BASE + number * spec.confirm_seeds + i for i in range(spec.confirm_seeds)]
 
 
-def confirm(spec: TuneSpec, study, report=print) -> None:
-    """Run the best trials on fresh seeds (those not confirmed yet) and store their scores."""
+def confirm(spec: TuneSpec, study, report=print, worker: str = "") -> list[int]:
+    """Run the best trials on fresh seeds (those not confirmed or claimed yet), store their
+    scores, and return the trials left to other workers."""
+    worker = worker or worker_id()
+    elsewhere = []
     for trial in top_trials(study, spec.confirm_top):
         key = f"{ATTR}{trial.number}"
         if key in study.user_attrs:
+            continue
+        if not claim(study, trial.number, worker):
+            elsewhere.append(trial.number)
             continue
         settings = {**(spec.overrides or {}), **decode_params(trial.params)}
         seeds = confirm_seeds(spec, trial.number)
@@ -46,6 +61,35 @@ def confirm(spec: TuneSpec, study, report=print) -> None:
         study.set_user_attr(key, {"seeds": seeds, "scores": scores})
         shown = ", ".join(f"{score:.1f}" for score in scores)
         report(f"  trial {trial.number} (score {trial.value:.1f}) on seeds {seeds}: {shown}")
+    for number in elsewhere:
+        report(f"  trial {number}: being confirmed by another worker (run again to see it)")
+    return elsewhere
+
+
+def worker_id() -> str:
+    """A name for this process, unique across machines sharing a study."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim(study, number: int, worker: str) -> bool:
+    """Claim trial ``number``'s confirmation for ``worker``; False if another worker holds it.
+
+    Write, then read back: of two workers claiming at once, the later write wins and the
+    other sees it and steps aside.
+    """
+    key = f"{CLAIM}{number}"
+    held = study.user_attrs.get(key)
+    if held and held["worker"] != worker and time.time() - held["at"] < stale_after(study):
+        return False
+    study.set_user_attr(key, {"worker": worker, "at": time.time()})
+    return study.user_attrs[key]["worker"] == worker
+
+
+def stale_after(study) -> float:
+    """Seconds after which a claim is taken over: twice the longest finished trial."""
+    optuna = import_optuna()
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return 2 * max((t.duration.total_seconds() for t in finished if t.duration), default=0.0)
 
 
 def all_scores(study, trial) -> list[float]:

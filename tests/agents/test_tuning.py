@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,16 @@ from agents.interrupts import Interrupted
 from agents.study.grid import VARIANTS, Cell, cell_config
 from agents.tuning.presets import ENV_VAR, PRESETS_FILE, amend_preset, export_best, read_presets
 from agents.tuning.report import presets_table
-from agents.tuning.selection import CONFIRM_SEED_BASE, best_settings, tune_and_confirm
+from agents.tuning.selection import (
+    ATTR,
+    CLAIM,
+    CONFIRM_SEED_BASE,
+    best_settings,
+    confirm,
+    stale_after,
+    top_trials,
+    tune_and_confirm,
+)
 from agents.tuning.spaces import BATCH_STATISTICS, COMMON, decode, point_of, sample, space_for
 from agents.tuning.tuning import (
     DIAGNOSIS_FIXES,
@@ -372,7 +382,8 @@ def test_the_best_trials_are_confirmed_once_on_fresh_seeds(tmp_path):
     spec = replace(spec_in(tmp_path, 3), confirm_top=2, confirm_seeds=1)
     lines = []
     study = tune_and_confirm(spec, report=lines.append)
-    confirmed = {int(k.split("/")[1]): v for k, v in study.user_attrs.items()}
+    attrs = study.user_attrs.items()
+    confirmed = {int(k.removeprefix(ATTR)): v for k, v in attrs if k.startswith(ATTR)}
     ranked = sorted(study.trials, key=lambda t: -t.value)
     assert sorted(confirmed) == sorted(t.number for t in ranked[:2])
     for number, stored in confirmed.items():
@@ -383,6 +394,25 @@ def test_the_best_trials_are_confirmed_once_on_fresh_seeds(tmp_path):
     assert best_settings(study)["score"] == pytest.approx(max(means.values()))
     tune_and_confirm(spec, report=lines.append)  # continued: nothing runs twice
     assert sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*")) == runs
+
+
+def test_workers_on_one_study_split_the_confirmations(tmp_path):
+    spec = replace(spec_in(tmp_path, 2), confirm_top=2, confirm_seeds=1)
+    study = tune(spec, report=[].append)
+    first, second = (t.number for t in top_trials(study, 2))
+    study.set_user_attr(f"{CLAIM}{first}", {"worker": "other", "at": time.time()})
+    lines = []
+    assert confirm(spec, study, lines.append, worker="me") == [first]
+    assert f"{ATTR}{second}" in study.user_attrs and f"{ATTR}{first}" not in study.user_attrs
+    assert f"  trial {first}: being confirmed by another worker (run again to see it)" in lines
+    assert study.user_attrs[f"{CLAIM}{second}"]["worker"] == "me"
+    # the other worker is gone: a claim older than twice the longest trial is taken over
+    old = time.time() - stale_after(study) - 1
+    study.set_user_attr(f"{CLAIM}{first}", {"worker": "other", "at": old})
+    assert stale_after(study) > 0 and confirm(spec, study, lines.append, worker="me") == []
+    assert f"{ATTR}{first}" in study.user_attrs
+    runs = sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*"))
+    assert runs == sorted(f"confirm{n:04d}_seed{CONFIRM_SEED_BASE + n}" for n in (0, 1))
 
 
 def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monkeypatch):
