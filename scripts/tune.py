@@ -148,8 +148,9 @@ def export(spec: TuneSpec, path: Path, summary: Path) -> int:
 
 
 def amend(spec: TuneSpec, settings: dict, because: str, path: Path, summary: Path) -> int:
-    # named and typed as a run would take them (an unknown or ill-typed setting is refused)
-    config = config_from_flags({"run.env_id": spec.env_id, **settings})
+    # named, typed and checked as a run of the variant would take them (an unknown,
+    # ill-typed or contradictory setting is refused)
+    config = config_from_flags({"run.env_id": spec.env_id, **VARIANTS[spec.variant], **settings})
     validate(config)
     typed = {}
     for key in settings:

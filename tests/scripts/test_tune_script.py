@@ -77,3 +77,21 @@ def test_amend_adds_a_typed_setting_with_its_evidence_to_the_preset(tmp_path):
     lines = summary.read_text().splitlines()
     assert lines[2].endswith(" | dqn.n_step 3 |")
     assert "- CartPole-v1 batchnorm: dqn.n_step 3, because the holding study" in lines
+
+
+def test_amend_checks_the_setting_against_the_variant_it_amends(tmp_path):
+    """--joint-target needs the joint mode: refused for batchnorm, taken for joint BatchRenorm."""
+    from agents.tuning.presets import export_best
+
+    presets, summary = tmp_path / "tuned.json", tmp_path / "presets.md"
+    best = {"settings": {"dqn.learning_rate": 1e-3}, "score": 400.0, "trial": 3}
+    for variant in ("batchnorm", "batchrenorm_joint"):
+        export_best("CartPole-v1", variant, best, 30, f"CartPole-v1__{variant}", presets)
+    lagged = ["--amend", "dqn.joint_target=True", "--because", "a lagged copy"]
+    where = ["--env-id", "CartPole-v1", "--presets", presets, "--summary", summary]
+    refused = run_script(TUNE, *where, "--variant", "batchnorm", *lagged)
+    assert "joint_target needs bn_mode joint" in assert_one_error_line(refused)
+    assert_clean_success(run_script(TUNE, *where, "--variant", "batchrenorm_joint", *lagged))
+    entries = json.loads(presets.read_text())["CartPole-v1"]
+    assert entries["batchrenorm_joint"]["amended"] == {"dqn.joint_target": True}
+    assert "amended" not in entries["batchnorm"]
