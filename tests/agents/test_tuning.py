@@ -13,7 +13,14 @@ import pytest
 import agents.tuning.tuning as tuning
 from agents.interrupts import Interrupted
 from agents.study.grid import VARIANTS, Cell, cell_config
-from agents.tuning.presets import ENV_VAR, PRESETS_FILE, amend_preset, export_best, read_presets
+from agents.tuning.presets import (
+    ENV_VAR,
+    PRESETS_FILE,
+    amend_preset,
+    export_best,
+    preset_settings,
+    read_presets,
+)
 from agents.tuning.report import presets_table
 from agents.tuning.selection import (
     ATTR,
@@ -417,7 +424,8 @@ def test_workers_on_one_study_split_the_confirmations(tmp_path):
 
 def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monkeypatch):
     """Every entry of agents/tuned_presets.json builds a config, in its own space, and the
-    plain flags of its variant (``--env-id E --norm N``) take exactly its settings."""
+    plain flags of its variant (``--env-id E --norm N``) take exactly its settings (an
+    amendment over the tuned value it replaces)."""
     from agents.cli import config_from_flags
 
     monkeypatch.setenv(ENV_VAR, str(PRESETS_FILE))
@@ -428,7 +436,7 @@ def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monk
             space_keys = {key for name in space_for(variant) for key in name.split("/")}
             assert set(entry["settings"]) <= space_keys, (env_id, variant)
             config = config_from_flags({"run.env_id": env_id, **VARIANTS[variant]})
-            for key, value in entry["settings"].items():
+            for key, value in preset_settings(entry).items():  # tuned, then amended
                 section, name = key.split(".")
                 held = getattr(getattr(config, section), name)
                 assert held == (tuple(value) if isinstance(value, list) else value), key
