@@ -8,7 +8,8 @@ study's user attributes, so an interrupted confirmation continues where it stopp
 
 Several workers on one study split the confirmations: a worker claims a trial (a user
 attribute naming it) before running its seeds and leaves trials claimed by others, unless
-a claim is older than twice the longest finished trial (its worker is taken to be gone).
+a claim is older than twice the time its seeds take at the pace of the longest finished
+trial (its worker is taken to be gone).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def confirm(spec: TuneSpec, study, report=print, worker: str = "") -> list[int]:
         key = f"{ATTR}{trial.number}"
         if key in study.user_attrs:
             continue
-        if not claim(study, trial.number, worker):
+        if not claim(study, trial.number, worker, stale_after(spec, study)):
             elsewhere.append(trial.number)
             continue
         settings = {**(spec.overrides or {}), **decode_params(trial.params)}
@@ -71,25 +72,28 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def claim(study, number: int, worker: str) -> bool:
-    """Claim trial ``number``'s confirmation for ``worker``; False if another worker holds it.
+def claim(study, number: int, worker: str, stale: float) -> bool:
+    """Claim trial ``number``'s confirmation for ``worker``; False if another worker holds
+    it (a claim ``stale`` seconds old is taken over).
 
     Write, then read back: of two workers claiming at once, the later write wins and the
     other sees it and steps aside.
     """
     key = f"{CLAIM}{number}"
     held = study.user_attrs.get(key)
-    if held and held["worker"] != worker and time.time() - held["at"] < stale_after(study):
+    if held and held["worker"] != worker and time.time() - held["at"] < stale:
         return False
     study.set_user_attr(key, {"worker": worker, "at": time.time()})
     return study.user_attrs[key]["worker"] == worker
 
 
-def stale_after(study) -> float:
-    """Seconds after which a claim is taken over: twice the longest finished trial."""
+def stale_after(spec: TuneSpec, study) -> float:
+    """Seconds after which a claim is taken over: twice the time a confirmation's seeds
+    take at the pace of the longest finished trial."""
     optuna = import_optuna()
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return 2 * max((t.duration.total_seconds() for t in finished if t.duration), default=0.0)
+    longest = max((t.duration.total_seconds() for t in finished if t.duration), default=0.0)
+    return 2 * spec.confirm_seeds * longest
 
 
 def all_scores(study, trial) -> list[float]:

@@ -413,10 +413,12 @@ def test_workers_on_one_study_split_the_confirmations(tmp_path):
     assert f"{ATTR}{second}" in study.user_attrs and f"{ATTR}{first}" not in study.user_attrs
     assert f"  trial {first}: being confirmed by another worker (run again to see it)" in lines
     assert study.user_attrs[f"{CLAIM}{second}"]["worker"] == "me"
-    # the other worker is gone: a claim older than twice the longest trial is taken over
-    old = time.time() - stale_after(study) - 1
+    # the other worker is gone: a claim older than twice its seeds' time is taken over
+    longest = max(t.duration.total_seconds() for t in study.trials)
+    assert stale_after(spec, study) == pytest.approx(2 * spec.confirm_seeds * longest)
+    old = time.time() - stale_after(spec, study) - 1
     study.set_user_attr(f"{CLAIM}{first}", {"worker": "other", "at": old})
-    assert stale_after(study) > 0 and confirm(spec, study, lines.append, worker="me") == []
+    assert longest > 0 and confirm(spec, study, lines.append, worker="me") == []
     assert f"{ATTR}{first}" in study.user_attrs
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*/confirm*"))
     assert runs == sorted(f"confirm{n:04d}_seed{CONFIRM_SEED_BASE + n}" for n in (0, 1))
