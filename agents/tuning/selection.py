@@ -9,7 +9,7 @@ study's user attributes, so an interrupted confirmation continues where it stopp
 Several workers on one study split the confirmations: a worker claims a trial (a user
 attribute naming it) before running its seeds and leaves trials claimed by others, unless
 a claim is older than twice the time its seeds take at the pace of the longest finished
-trial (its worker is taken to be gone).
+trial (its worker is taken to be gone). A worker stopped mid-confirmation gives its claim up.
 """
 
 from __future__ import annotations
@@ -55,10 +55,14 @@ def confirm(spec: TuneSpec, study, report=print, worker: str = "") -> list[int]:
             continue
         settings = {**(spec.overrides or {}), **decode_params(trial.params)}
         seeds = confirm_seeds(spec, trial.number)
-        scores = [
-            train_settings(spec, settings, seed, f"confirm{trial.number:04d}_seed{seed}")
-            for seed in seeds
-        ]
+        try:
+            scores = [
+                train_settings(spec, settings, seed, f"confirm{trial.number:04d}_seed{seed}")
+                for seed in seeds
+            ]
+        except BaseException:  # Ctrl-C or a failing run: the next worker may take it at once
+            release(study, trial.number)
+            raise
         study.set_user_attr(key, {"seeds": seeds, "scores": scores})
         shown = ", ".join(f"{score:.1f}" for score in scores)
         report(f"  trial {trial.number} (score {trial.value:.1f}) on seeds {seeds}: {shown}")
@@ -85,6 +89,11 @@ def claim(study, number: int, worker: str, stale: float) -> bool:
         return False
     study.set_user_attr(key, {"worker": worker, "at": time.time()})
     return study.user_attrs[key]["worker"] == worker
+
+
+def release(study, number: int) -> None:
+    """Give up the claim on trial ``number`` (a claim as old as time, taken over by anyone)."""
+    study.set_user_attr(f"{CLAIM}{number}", {"worker": "", "at": 0.0})
 
 
 def stale_after(spec: TuneSpec, study) -> float:

@@ -424,6 +424,24 @@ def test_workers_on_one_study_split_the_confirmations(tmp_path):
     assert runs == sorted(f"confirm{n:04d}_seed{CONFIRM_SEED_BASE + n}" for n in (0, 1))
 
 
+def test_an_interrupted_confirmation_gives_up_its_claim(tmp_path, monkeypatch):
+    import agents.tuning.selection as selection
+
+    spec = replace(spec_in(tmp_path, 1), confirm_top=1, confirm_seeds=1)
+    study = tune(spec, report=[].append)
+
+    def cut_short(*args, **kwargs):
+        raise Interrupted(signal.SIGINT, True)
+
+    monkeypatch.setattr(selection, "train_settings", cut_short)
+    with pytest.raises(Interrupted):
+        confirm(spec, study, [].append, worker="stopped")
+    assert study.user_attrs[f"{CLAIM}0"]["worker"] == ""
+    monkeypatch.undo()
+    assert confirm(spec, study, [].append, worker="next") == []  # taken at once, not skipped
+    assert f"{ATTR}0" in study.user_attrs
+
+
 def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monkeypatch):
     """Every entry of agents/tuned_presets.json builds a config, in its own space, and the
     plain flags of its variant (``--env-id E --norm N``) take exactly its settings (an
