@@ -48,6 +48,13 @@ def _covered_by_others(family: str, chosen: dict[str, list[str]]) -> bool:
     return bool(mine) and mine <= set().union(*wider)
 
 
+def env_panels(env_id: str, curves: dict, variants: list[str]) -> list[tuple[str, list[str]]]:
+    """``panels`` of the variants with runs on ``env_id`` (a variant run only on other envs
+    of the study adds no empty panel)."""
+    ran = {cell.variant for cell, curve in curves.items() if cell.env_id == env_id and curve}
+    return panels([v for v in variants if v in ran])
+
+
 def _of(cell, env_id: str, variant: str) -> bool:
     return cell.env_id == env_id and cell.variant == variant
 
@@ -62,7 +69,7 @@ def plot_env(path: Path, env_id: str, curves: dict, variants: list[str], reps=No
     from rliable import plot_utils
 
     plt = pyplot()
-    layout = panels(variants)
+    layout = env_panels(env_id, curves, variants)
     fig, axes = plt.subplots(
         1, len(layout), figsize=(PANEL_WIDTH * len(layout), PANEL_HEIGHT), squeeze=False
     )

@@ -176,6 +176,27 @@ def test_figures_draw_one_panel_per_norm_family_with_no_norm_in_each():
     assert panels(["none"]) == [("none", ["none"])]
 
 
+def test_an_env_figure_has_panels_only_for_the_variants_run_on_that_env():
+    """A study part-way through (LayerNorm run on CartPole-v1, not yet on Acrobot-v1) draws
+    no LayerNorm panel holding only the no-norm curve for Acrobot-v1."""
+    from agents.study.figures import env_panels
+
+    variants = ["none", "batchnorm", "layernorm"]
+    curves = {
+        Cell("CartPole-v1", "none", 0): [(0, 1.0)],
+        Cell("CartPole-v1", "layernorm", 0): [(0, 1.0)],
+        Cell("Acrobot-v1", "none", 0): [(0, -90.0)],
+        Cell("Acrobot-v1", "batchnorm", 0): [(0, -95.0)],
+        Cell("Acrobot-v1", "layernorm", 0): [],  # no evaluation recorded: not drawn
+    }
+    assert env_panels("Acrobot-v1", curves, variants) == [
+        ("BatchNorm", ["none", "batchnorm"])
+    ]
+    assert env_panels("CartPole-v1", curves, variants) == [
+        ("LayerNorm, RMSNorm, GroupNorm", ["none", "layernorm"])
+    ]
+
+
 def test_a_family_whose_members_all_sit_beside_their_own_arms_gets_no_panel():
     """The holding figure: BatchNorm and joint Batch Renormalization each appear beside their
     arms, so the "BatchNorm" family panel (the two of them again) is left out."""
