@@ -189,9 +189,7 @@ def test_an_env_figure_has_panels_only_for_the_variants_run_on_that_env():
         Cell("Acrobot-v1", "batchnorm", 0): [(0, -95.0)],
         Cell("Acrobot-v1", "layernorm", 0): [],  # no evaluation recorded: not drawn
     }
-    assert env_panels("Acrobot-v1", curves, variants) == [
-        ("BatchNorm", ["none", "batchnorm"])
-    ]
+    assert env_panels("Acrobot-v1", curves, variants) == [("BatchNorm", ["none", "batchnorm"])]
     assert env_panels("CartPole-v1", curves, variants) == [
         ("LayerNorm, RMSNorm, GroupNorm", ["none", "layernorm"])
     ]
