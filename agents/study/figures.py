@@ -50,9 +50,9 @@ def _covered_by_others(family: str, chosen: dict[str, list[str]]) -> bool:
 
 def env_panels(env_id: str, curves: dict, variants: list[str]) -> list[tuple[str, list[str]]]:
     """``panels`` of the variants with runs on ``env_id`` (a variant run only on other envs
-    of the study adds no empty panel)."""
+    of the study adds no empty panel); one empty panel if none has an evaluation yet."""
     ran = {cell.variant for cell, curve in curves.items() if cell.env_id == env_id and curve}
-    return panels([v for v in variants if v in ran])
+    return panels([v for v in variants if v in ran]) or [("no evaluations yet", [])]
 
 
 def _of(cell, env_id: str, variant: str) -> bool:

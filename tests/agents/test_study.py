@@ -193,6 +193,8 @@ def test_an_env_figure_has_panels_only_for_the_variants_run_on_that_env():
     assert env_panels("CartPole-v1", curves, variants) == [
         ("LayerNorm, RMSNorm, GroupNorm", ["none", "layernorm"])
     ]
+    unevaluated = {Cell("MountainCar-v0", "none", 0): []}  # still a figure, with one panel
+    assert env_panels("MountainCar-v0", unevaluated, variants) == [("no evaluations yet", [])]
 
 
 def test_a_family_whose_members_all_sit_beside_their_own_arms_gets_no_panel():
