@@ -116,6 +116,8 @@ def config_from_flags(flags: dict[str, object]) -> TrainConfig:
     settings = {**preset_for(env_id), **flags}
     if coerce(bool, settings.get("run.tuned_preset", True), "run.tuned_preset"):
         settings = {**preset_for(env_id), **tuned_preset_for(env_id, settings), **flags}
+    elif settings.get("run.tuned_preset_from"):
+        raise QnormError("--tuned-preset-from takes a tuned preset: drop --no-tuned-preset")
     config = TrainConfig()
     for key, value in settings.items():
         section, _, name = key.partition(".")

@@ -208,6 +208,13 @@ class RunConfig:
             "(agents/tuned_presets.json); explicit flags still win"
         ),
     )
+    tuned_preset_from: str = field(
+        default="",
+        metadata=_opt(
+            "take the settings tuned for this study variant (e.g. layernorm) instead of the "
+            "run's own norm's, to tell a norm's gain from its settings' (default: its own)"
+        ),
+    )
 
 
 @dataclass

@@ -20,6 +20,8 @@ set is applied to every norm kind alike (all were tuned for an unnormalized netw
 
 from __future__ import annotations
 
+from qnorm import QnormError
+
 MINATAR_DQN: dict[str, object] = {
     "run.total_timesteps": 5_000_000,
     "run.eval_freq": 50_000,
@@ -147,12 +149,23 @@ def tuned_preset_for(env_id: str, settings: dict[str, object]) -> dict[str, obje
     """The tuned settings for ``env_id`` and the norm variant ``settings`` describe, if any.
 
     The variant is the study variant (``agents.study.grid.VARIANTS``) whose norm settings
-    ``settings`` match exactly; the tuned settings come from ``scripts/tune.py --export``
-    (and any amendment from ``--amend``).
+    ``settings`` match exactly, or the one ``run.tuned_preset_from`` names (another
+    variant's settings on this run's network); the tuned settings come from
+    ``scripts/tune.py --export`` (and any amendment from ``--amend``).
     """
-    from agents.study.grid import variant_of  # the grid builds configs through this module
+    from agents.study.grid import VARIANTS, variant_of  # the grid builds configs through here
     from agents.tuning.presets import preset_settings, read_presets
 
-    variant = variant_of(settings)
+    borrowed = str(settings.get("run.tuned_preset_from") or "")
+    if borrowed and borrowed not in VARIANTS:
+        raise QnormError(
+            f"--tuned-preset-from: unknown variant {borrowed!r}; known: {', '.join(VARIANTS)}"
+        )
+    variant = borrowed or variant_of(settings)
     entry = read_presets().get(env_id, {}).get(variant) if variant else None
+    if borrowed and not entry:
+        raise QnormError(
+            f"no tuned preset for {env_id} {borrowed} to take (--tuned-preset-from); "
+            f"tune it first: python scripts/tune.py --env-id {env_id} --variant {borrowed}"
+        )
     return preset_settings(entry) if entry else {}

@@ -101,6 +101,14 @@ HOLDING_CONTROLS: dict[str, dict[str, object]] = {
 VARIANTS.update(HOLDING_ARMS)
 VARIANTS.update(HOLDING_CONTROLS)
 
+# Is it the norm or its settings? A network run at another variant's tuned preset
+# (run.tuned_preset_from): no norm and BatchNorm at the settings tuned for LayerNorm.
+CROSS_PRESET_CONTROLS: dict[str, dict[str, object]] = {
+    "none_at_layernorm": {**VARIANTS["none"], "run.tuned_preset_from": "layernorm"},
+    "batchnorm_at_layernorm": {**BN, "run.tuned_preset_from": "layernorm"},
+}
+VARIANTS.update(CROSS_PRESET_CONTROLS)
+
 # Colours are fixed per variant so every figure reads the same way.
 COLOURS: dict[str, str] = {
     "none": "#444444",
@@ -137,6 +145,8 @@ COLOURS: dict[str, str] = {
     "brnt_n_step": "#c5b0d5",
     "brnt_n_step_5": "#9467bd",
     "brnt_lagged": "#ff9896",
+    "none_at_layernorm": "#7f7f7f",
+    "batchnorm_at_layernorm": "#9edae5",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).
@@ -198,6 +208,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "brnt_n_step_5",
         "brnt_lagged",
     ),
+    "at LayerNorm's tuned settings": ("layernorm", "none_at_layernorm", "batchnorm_at_layernorm"),
 }
 
 # Scores across envs are normalized as (return - random) / (target - random): random is a

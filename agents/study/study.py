@@ -105,12 +105,15 @@ def check_tuned(envs: list[str], variants: list[str]) -> None:
     """Refuse a study on tuned presets where a variant has none (it would run untuned).
 
     An arm that changes other settings of a variant (its norm settings those of the variant)
-    trains on that variant's tuned preset.
+    trains on that variant's tuned preset, an arm with ``run.tuned_preset_from`` on the one
+    it names.
     """
     from agents.tuning.presets import read_presets
 
     presets = read_presets()
-    tuned_as = {v: variant_of(VARIANTS[v]) for v in variants}  # cells() refused unknown ones
+    tuned_as = {  # cells() refused unknown variants
+        v: VARIANTS[v].get("run.tuned_preset_from") or variant_of(VARIANTS[v]) for v in variants
+    }
     wanted = dict.fromkeys((e, tuned_as[v]) for e in envs for v in variants)  # ordered, once
     missing = [(e, v) for e, v in wanted if v not in presets.get(e, {})]
     if missing:

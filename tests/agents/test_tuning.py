@@ -280,6 +280,37 @@ def test_holding_arms_train_on_their_variants_tuned_preset_with_their_one_change
         check_tuned(["Acrobot-v1"], ["batchnorm", "bnt_dueling"])
 
 
+def test_a_run_can_take_another_variants_tuned_preset(tuned_file):
+    from agents.cli import config_from_flags
+    from agents.study.grid import Cell, cell_config
+    from agents.study.study import check_tuned
+
+    flags = {"run.env_id": "CartPole-v1", "network.norm": "none"}
+    borrowed = config_from_flags({**flags, "run.tuned_preset_from": "batchnorm"})
+    assert (borrowed.network.norm, borrowed.dqn.learning_rate) == ("none", 7e-4)
+    assert borrowed.run.tuned_preset_from == "batchnorm"  # reported in config.json
+    assert config_from_flags(flags).dqn.learning_rate != 7e-4  # its own: none tuned
+    with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 layernorm to take"):
+        config_from_flags({**flags, "run.tuned_preset_from": "layernorm"})
+    with pytest.raises(QnormError, match="unknown variant 'layer'; known: none, batchnorm"):
+        config_from_flags({**flags, "run.tuned_preset_from": "layer"})
+    with pytest.raises(QnormError, match="drop --no-tuned-preset"):
+        config_from_flags(
+            {**flags, "run.tuned_preset_from": "batchnorm", "run.tuned_preset": False}
+        )
+    with pytest.raises(QnormError, match="no tuned preset for CartPole-v1 layernorm; tune"):
+        check_tuned(["CartPole-v1"], ["none_at_layernorm"])  # the control borrows layernorm's
+    amend_preset("CartPole-v1", "batchnorm", {"dqn.n_step": 3}, "held", tuned_file)
+    export_best(
+        "CartPole-v1", "layernorm", {"settings": {"dqn.batch_size": 32}}, 9, "s", tuned_file
+    )
+    check_tuned(["CartPole-v1"], ["none_at_layernorm", "batchnorm_at_layernorm"])
+    config = cell_config(
+        Cell("CartPole-v1", "batchnorm_at_layernorm", 0), "", {"run.tuned_preset": True}
+    )
+    assert (config.network.norm, config.dqn.batch_size, config.dqn.n_step) == ("batchnorm", 32, 1)
+
+
 def test_a_study_on_tuned_presets_refuses_variants_without_one(tuned_file, tmp_path):
     from agents.study.study import FAIR, StudySpec, check_tuned, run_study
 
