@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from agents.plotting import pyplot
 from agents.study import stats
@@ -147,6 +148,8 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
         xlabel="normalized final return",
         xlabel_y_coordinate=-0.3,
     )
+    for ax in fig.axes:  # three ticks a panel: rliable's default crowds the panels' edges
+        ax.xaxis.set_major_locator(MaxNLocator(3))
     _save(fig, path.with_name(path.stem + "_aggregates.png"), plt)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_utils.plot_performance_profiles(
