@@ -17,6 +17,7 @@ from agents.config import (
     validate,
 )
 from agents.presets import PRESETS, preset_for
+from agents.tuning.presets import ENV_VAR, export_best
 from qnorm import QnormError, norm_names
 
 
@@ -39,6 +40,8 @@ def other_value(section, f, hint):
         return value, [flag(f.name), str(value)]
     if f.name == "env_id":
         return "Acrobot-v1", [flag(f.name), "Acrobot-v1"]
+    if f.name == "tuned_preset_from":  # a study variant (the test gives it a tuned preset)
+        return "layernorm", [flag(f.name), "layernorm"]
     if hint is str:
         return "some/dir", [flag(f.name), "some/dir"]
     if hint is int:
@@ -67,7 +70,11 @@ def test_sections_cover_train_config():
 @pytest.mark.parametrize(
     ("section", "f", "hint"), ALL_FIELDS, ids=[f"{s}.{f.name}" for s, f, _ in ALL_FIELDS]
 )
-def test_every_field_has_a_flag_that_sets_it(section, f, hint):
+def test_every_field_has_a_flag_that_sets_it(section, f, hint, tmp_path, monkeypatch):
+    if f.name == "tuned_preset_from":  # the variant it names needs a tuned preset
+        best = {"settings": {"dqn.batch_size": 32}, "trial": 1}
+        export_best("CartPole-v1", "layernorm", best, 1, "study", tmp_path / "presets.json")
+        monkeypatch.setenv(ENV_VAR, str(tmp_path / "presets.json"))
     value, argv = other_value(section, f, hint)
     ns = vars(train_parser().parse_args(argv))
     assert ns == {f"{section}.{f.name}": list(value) if isinstance(value, tuple) else value}
