@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 # torch you already have: pyproject only asks for torch>=2.4.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# The extras the test suite exercises: pixel families, Ray, Optuna, rliable run in CI.
-EXTRAS ?= dev,minatar,atari,ray,tune,stats
+# The extras the test suite exercises: Box2D, pixel families, Ray, Optuna, rliable run in CI.
+EXTRAS ?= dev,box2d,minatar,atari,ray,tune,stats
 
 .PHONY: venv test lint format train clean
 

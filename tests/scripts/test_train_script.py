@@ -167,6 +167,31 @@ def test_two_envs(tmp_path):
     assert json.loads(ran.stdout)["episodes"] == 2
 
 
+def test_lunarlander_trains_on_its_shipped_tuned_preset(tmp_path):
+    """The README's LunarLander-v3 path: Box2D from the box2d extra, the variant's shipped
+    tuned preset taken by the plain flags, a policy that evaluates in a fresh process."""
+    pytest.importorskip("Box2D", reason="LunarLander-v3 needs the box2d extra")
+    shipped = REPO / "agents" / "tuned_presets.json"
+    preset = json.loads(shipped.read_text())["LunarLander-v3"]["layernorm"]["settings"]
+    env = script_env(QNORM_TUNED_PRESETS=str(shipped))
+    run_dir = tmp_path / "run"
+    short = ["--total-timesteps", "600", "--learning-starts", "100", "--eval-freq", "0"]
+    ran = run_script(
+        TRAIN, "--env-id", "LunarLander-v3", "--norm", "layernorm", *short, "--run-dir", run_dir,
+        env=env,
+    )  # fmt: skip
+    assert_clean_success(ran)
+    run_config, ckpt_config = assert_run_outputs(run_dir)
+    assert run_config["run"]["tuned_preset"] is True
+    assert run_config["dqn"]["learning_rate"] == preset["dqn.learning_rate"]
+    assert run_config["dqn"]["n_step"] == preset["dqn.n_step"]
+    assert run_config["dqn"]["learning_starts"] == 100  # an explicit flag wins over the preset
+    assert ckpt_config["step"] == 600
+    ran = run_script(EVALUATE, run_dir, "--episodes", "1", "--json", env=env)
+    assert_clean_success(ran)
+    assert json.loads(ran.stdout)["episodes"] == 1
+
+
 def test_help_lists_the_flags():
     ran = run_script(TRAIN, "--help")
     assert_clean_success(ran)
