@@ -225,7 +225,8 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 # Variants that need a conv torso (the pooled ones: a one-conv torso, as MinAtar's).
 IMAGE_VARIANTS = ("batchnorm_torso", "batchnorm_pool_before", "batchnorm_pool_after")
-# The vector study's variants: the first study's ten (no image variants, no diagnosis arms).
+# The vector study's variants: the first study's ten (no image variants, no diagnosis or
+# holding arms, no cross-preset controls).
 DEFAULT_VARIANTS = tuple(
     v
     for v in VARIANTS
@@ -233,6 +234,7 @@ DEFAULT_VARIANTS = tuple(
     and v not in DIAGNOSIS_ARMS
     and v not in HOLDING_ARMS
     and v not in HOLDING_CONTROLS
+    and v not in CROSS_PRESET_CONTROLS
     and v != "groupnorm"
 )
 

@@ -2,10 +2,11 @@
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
-from script_helpers import STUDY, assert_clean_success, run_script
+from script_helpers import REPO, STUDY, assert_clean_success, run_script
 
 from agents.study.grid import DEFAULT_VARIANTS, ENVS
 from agents.study.study import DIAGNOSIS, HOLDING, MINATAR, QUICK
@@ -71,6 +72,14 @@ def test_default_is_the_full_grid_and_aggregate_only_trains_nothing(study_script
     ((spec, train),) = study_script.calls
     assert not train and spec.name == "main" and spec.workers == 3
     assert (spec.envs, spec.variants, spec.seeds) == (list(ENVS), list(DEFAULT_VARIANTS), 5)
+
+
+def test_the_default_grid_is_the_committed_main_studys():
+    """A variant added for another protocol must not join the default grid, where
+    ``python scripts/study.py`` would train it on every env (and rewrite results/main)."""
+    committed = json.loads((REPO / "results" / "main" / "study.json").read_text())
+    assert list(DEFAULT_VARIANTS) == committed["variants"]
+    assert list(ENVS) == committed["envs"]
 
 
 def test_bootstrap_resamples_reach_the_study_and_must_be_positive(study_script, capsys):
