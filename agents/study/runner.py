@@ -186,10 +186,24 @@ def read_curve(root: Path, cell: Cell) -> list[tuple[int, float]]:
         return [(int(row["step"]), float(row["mean_return"])) for row in csv.DictReader(handle)]
 
 
+# The fields that decide how a cell trains: runs that agree on them belong to one grid.
+SAME_GRID_FIELDS = ("overrides", "seeds", "first_seed", "diagnosis")
+
+
 def write_manifest(root: Path, spec: dict) -> None:
-    """Record what the study was asked to run, beside its results."""
+    """Record the grid the results cover, beside them.
+
+    A run of part of a study (``--envs LunarLander-v3`` after the other envs) adds its envs
+    and variants to the grid already recorded, as its results join the ones already there;
+    a run that trains cells differently replaces the record.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "study.json", spec)
+    path = root / "study.json"
+    previous = read_manifest(root) if path.is_file() else {}
+    if all(previous.get(k) == spec.get(k) for k in SAME_GRID_FIELDS):
+        for key in ("envs", "variants"):
+            spec = {**spec, key: list(dict.fromkeys([*previous.get(key, []), *spec[key]]))}
+    write_json(path, spec)
 
 
 def read_manifest(root: Path) -> dict:

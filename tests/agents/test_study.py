@@ -18,10 +18,12 @@ from agents.study.runner import (
     cell_dir,
     check_storage,
     is_done,
+    read_manifest,
     read_norm,
     record,
     run_cell,
     run_local,
+    write_manifest,
 )
 from agents.training import train
 from qnorm import QnormError
@@ -564,3 +566,17 @@ def test_tables_count_the_final_policies_at_or_above_the_threshold():
         "Final policies at or above 475: none 2/3, batchnorm 1/3.\n"
     )
     assert holding_text("Acrobot-v1", table, ["none"]) == ""  # no rows for that env
+
+
+def test_a_run_of_part_of_a_study_adds_to_the_grid_its_manifest_records(tmp_path):
+    fair = {"name": "fair", "overrides": {"run.tuned_preset": True}, "seeds": 5, "first_seed": 0}
+    fair |= {"diagnosis": False}
+    write_manifest(tmp_path, {**fair, "envs": ["CartPole-v1", "Acrobot-v1"], "variants": ["none"]})
+    write_manifest(tmp_path, {**fair, "envs": ["LunarLander-v3"], "variants": ["none", "rmsnorm"]})
+    recorded = read_manifest(tmp_path)
+    assert recorded["envs"] == ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
+    assert recorded["variants"] == ["none", "rmsnorm"]
+
+    # Cells trained differently (here 3 seeds, not 5) make a new grid: the record is replaced.
+    write_manifest(tmp_path, {**fair, "seeds": 3, "envs": ["Acrobot-v1"], "variants": ["none"]})
+    assert read_manifest(tmp_path)["envs"] == ["Acrobot-v1"]
