@@ -190,8 +190,8 @@ def read_curve(root: Path, cell: Cell) -> list[tuple[int, float]]:
 SAME_GRID_FIELDS = ("overrides", "seeds", "first_seed", "diagnosis")
 
 
-def write_manifest(root: Path, spec: dict) -> None:
-    """Record the grid the results cover, beside them.
+def write_manifest(root: Path, spec: dict) -> dict:
+    """Record the grid the results cover, beside them, and return it.
 
     A run of part of a study (``--envs LunarLander-v3`` after the other envs) adds its envs
     and variants to the grid already recorded, as its results join the ones already there;
@@ -204,6 +204,7 @@ def write_manifest(root: Path, spec: dict) -> None:
         for key in ("envs", "variants"):
             spec = {**spec, key: list(dict.fromkeys([*previous.get(key, []), *spec[key]]))}
     write_json(path, spec)
+    return spec
 
 
 def read_manifest(root: Path) -> dict:

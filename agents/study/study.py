@@ -182,9 +182,9 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
             runner.run_ray(*args, spec.ray_address, announce, where)
         else:
             runner.run_local(*args, spec.workers, announce, where)
-    runner.write_manifest(spec.results_root, asdict(spec))  # the grid these results cover
+    covered = runner.write_manifest(spec.results_root, asdict(spec))  # the grid results cover
     table = aggregate.aggregate(
-        spec.runs_root, spec.results_root, grid, spec.variants, spec.bootstrap_reps
+        spec.runs_root, spec.results_root, grid, covered["variants"], spec.bootstrap_reps
     )
     if spec.diagnosis:
         curves = aggregate.read_runs_csv(spec.results_root / "runs.csv")

@@ -572,8 +572,9 @@ def test_a_run_of_part_of_a_study_adds_to_the_grid_its_manifest_records(tmp_path
     fair = {"name": "fair", "overrides": {"run.tuned_preset": True}, "seeds": 5, "first_seed": 0}
     fair |= {"diagnosis": False}
     write_manifest(tmp_path, {**fair, "envs": ["CartPole-v1", "Acrobot-v1"], "variants": ["none"]})
-    write_manifest(tmp_path, {**fair, "envs": ["LunarLander-v3"], "variants": ["none", "rmsnorm"]})
-    recorded = read_manifest(tmp_path)
+    part = {**fair, "envs": ["LunarLander-v3"], "variants": ["rmsnorm", "none"]}
+    recorded = write_manifest(tmp_path, part)
+    assert recorded == read_manifest(tmp_path)  # the tables follow the grid's order
     assert recorded["envs"] == ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
     assert recorded["variants"] == ["none", "rmsnorm"]
 

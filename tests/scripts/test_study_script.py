@@ -130,6 +130,13 @@ def test_tiny_study_end_to_end_then_resume_skips_everything(tmp_path):
     assert_clean_success(again)
     assert "2 already finished, 0 to run" in again.stdout
 
+    # A run of part of the grid keeps the rest in the tables, in the grid's order.
+    part = run_tiny_study(tmp_path, "--variants", "batchnorm")
+    assert_clean_success(part)
+    assert "1 already finished, 0 to run" in part.stdout
+    tables = (results / "tables.md").read_text()
+    assert tables.index("| none | 1 |") < tables.index("| batchnorm | 1 |")
+
 
 def test_study_on_a_local_ray_instance(tmp_path):
     pytest.importorskip("ray")
