@@ -109,6 +109,29 @@ CROSS_PRESET_CONTROLS: dict[str, dict[str, object]] = {
 }
 VARIANTS.update(CROSS_PRESET_CONTROLS)
 
+# Which BatchNorm preset ships on CartPole-v1 (scripts/study.py --protocol preset_choice):
+# the current one (its retuning with n-step returns in the space) against its first tuning
+# with the 5-step amendment, spelled out in full here so no setting of the current preset
+# leaks into it. A CartPole-v1 arm: the values are that env's.
+BN_FIRST_TUNING_CARTPOLE: dict[str, object] = {
+    "dqn.adam_beta1": 0.9,
+    "dqn.batch_size": 128,
+    "dqn.exploration_final_eps": 0.035336097679694325,
+    "dqn.exploration_fraction": 0.34902850494129645,
+    "dqn.gradient_steps": -1,
+    "dqn.learning_rate": 0.001394078599356713,
+    "dqn.lr_schedule": "linear",
+    "dqn.n_step": 5,
+    "dqn.target_update_interval": 100,
+    "dqn.train_freq": 4,
+    "network.hidden_sizes": (128, 128),
+    "network.norm_momentum": 0.03,
+}
+PRESET_CHOICE_ARMS: dict[str, dict[str, object]] = {
+    "bn_first_tuning_n5": {**BN, **BN_FIRST_TUNING_CARTPOLE},
+}
+VARIANTS.update(PRESET_CHOICE_ARMS)
+
 # Colours are fixed per variant so every figure reads the same way.
 COLOURS: dict[str, str] = {
     "none": "#444444",
@@ -147,6 +170,7 @@ COLOURS: dict[str, str] = {
     "brnt_lagged": "#ff9896",
     "none_at_layernorm": "#7f7f7f",
     "batchnorm_at_layernorm": "#9edae5",
+    "bn_first_tuning_n5": "#aec7e8",
 }
 
 # Published levels drawn beside the study's curves: (env steps, mean return, +- spread, source).

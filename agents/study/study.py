@@ -91,6 +91,20 @@ HOLDING = {
     "overrides": {"run.tuned_preset": True, "run.eval_episodes": 20},
 }
 
+# Which BatchNorm preset ships on CartPole-v1, decided on tuning seeds no study has used
+# (the holding study took 7000-7004, the lagged-copy amendment 7010-7019), never on the fair
+# study's 0-4: the current preset against its first tuning with the 5-step amendment
+# (grid.PRESET_CHOICE_ARMS). The one holding more final policies at 475 ships; a tie keeps
+# the current one, which searched the same space as every other variant.
+PRESET_CHOICE_FIRST_SEED = 7020
+PRESET_CHOICE = {
+    "envs": ["CartPole-v1"],
+    "variants": ["batchnorm", "bn_first_tuning_n5"],
+    "seeds": 10,
+    "first_seed": PRESET_CHOICE_FIRST_SEED,
+    "overrides": {"run.tuned_preset": True, "run.eval_episodes": 20},
+}
+
 # Named grids that scripts/study.py runs with --protocol NAME (each under its own name).
 PROTOCOLS = {
     "quick": QUICK,
@@ -98,6 +112,7 @@ PROTOCOLS = {
     "fair": FAIR,
     "diagnosis": DIAGNOSIS,
     "holding": HOLDING,
+    "preset_choice": PRESET_CHOICE,
 }
 
 

@@ -492,3 +492,31 @@ def test_the_shipped_tuned_presets_are_valid_and_taken_by_plain_train_flags(monk
                 held = getattr(getattr(config, section), name)
                 assert held == (tuple(value) if isinstance(value, list) else value), key
             assert len(entry["scores"]) >= 1 and entry["trials"] >= 1
+
+
+def test_the_preset_choice_arm_is_batchnorms_first_cartpole_preset_in_full(monkeypatch):
+    """The arm sets every key BatchNorm's search space tunes, so nothing of the shipped
+    preset it is compared with leaks into it, and it runs on tuning seeds no study used."""
+    from agents.study.grid import BN_FIRST_TUNING_CARTPOLE
+    from agents.study.study import (
+        HOLDING_FIRST_SEED,
+        PRESET_CHOICE,
+        PRESET_CHOICE_FIRST_SEED,
+        check_tuned,
+    )
+
+    monkeypatch.setenv(ENV_VAR, str(PRESETS_FILE))
+    space_keys = {key for name in space_for("batchnorm") for key in name.split("/")}
+    assert space_keys <= set(BN_FIRST_TUNING_CARTPOLE)
+    assert PRESET_CHOICE_FIRST_SEED >= HOLDING_FIRST_SEED + 20  # past 7000-7004, 7010-7019
+    check_tuned(PRESET_CHOICE["envs"], PRESET_CHOICE["variants"])
+    seed, overrides = PRESET_CHOICE_FIRST_SEED, PRESET_CHOICE["overrides"]
+    arm = cell_config(Cell("CartPole-v1", "bn_first_tuning_n5", seed), "", overrides)
+    shipped = cell_config(Cell("CartPole-v1", "batchnorm", seed), "", overrides)
+    for key, value in BN_FIRST_TUNING_CARTPOLE.items():
+        section, name = key.split(".")
+        assert getattr(getattr(arm, section), name) == value, key
+    entry = read_presets()["CartPole-v1"]["batchnorm"]
+    assert shipped.dqn.learning_rate == preset_settings(entry)["dqn.learning_rate"]
+    assert arm.dqn.learning_rate != shipped.dqn.learning_rate
+    assert (arm.network.norm, shipped.network.norm) == ("batchnorm", "batchnorm")
