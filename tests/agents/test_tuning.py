@@ -516,7 +516,11 @@ def test_the_preset_choice_arm_is_batchnorms_first_cartpole_preset_in_full(monke
     for key, value in BN_FIRST_TUNING_CARTPOLE.items():
         section, name = key.split(".")
         assert getattr(getattr(arm, section), name) == value, key
-    entry = read_presets()["CartPole-v1"]["batchnorm"]
-    assert shipped.dqn.learning_rate == preset_settings(entry)["dqn.learning_rate"]
-    assert arm.dqn.learning_rate != shipped.dqn.learning_rate
     assert (arm.network.norm, shipped.network.norm) == ("batchnorm", "batchnorm")
+    # The choice went to the first tuning with 5-step returns (results/preset_choice: 7 of 10
+    # final policies at 475 against 6 of 10), so that is what plain flags ship.
+    shipped_settings = preset_settings(read_presets()["CartPole-v1"]["batchnorm"])
+    assert set(shipped_settings) == set(BN_FIRST_TUNING_CARTPOLE)
+    for key, value in BN_FIRST_TUNING_CARTPOLE.items():
+        section, name = key.split(".")
+        assert getattr(getattr(shipped, section), name) == value, key
