@@ -312,6 +312,12 @@ def cells(envs: list[str], variants: list[str], seeds: list[int]) -> list[Cell]:
     return [Cell(e, v, s) for e in envs for v in variants for s in seeds]
 
 
+def seed_by_seed(grid: list[Cell]) -> list[Cell]:
+    """The cells in the order a study runs them: every env and variant on one seed before
+    the next seed, so a long study stopped partway still compares every variant."""
+    return sorted(grid, key=lambda c: c.seed)  # stable: envs and variants keep their order
+
+
 def cell_config(cell: Cell, run_dir: str, overrides: dict[str, object]) -> TrainConfig:
     """The ordinary training config of a cell: preset, variant, then study-wide overrides.
 

@@ -15,6 +15,7 @@ from agents.study.grid import (
     HOLDING_CONTROLS,
     VARIANTS,
     cells,
+    seed_by_seed,
     variant_of,
 )
 from qnorm import QnormError
@@ -181,7 +182,8 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
         check_tuned(spec.envs, spec.variants)
     if train:
         recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
-        todo = [c for c in grid if not runner.is_done(spec.runs_root, c) and c not in recorded]
+        unfinished = [c for c in grid if not runner.is_done(spec.runs_root, c)]
+        todo = seed_by_seed([c for c in unfinished if c not in recorded])
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
 
         if spec.storage:

@@ -301,6 +301,31 @@ def test_committed_results_count_as_finished_and_are_never_dropped(tmp_path):
     assert "| layernorm | 1 |" in (spec.results_root / "tables.md").read_text()
 
 
+def test_a_study_runs_every_env_and_variant_on_one_seed_before_the_next(tmp_path, monkeypatch):
+    """A long study stopped partway (MinAtar: hours per cell) compares every variant."""
+    from agents.study import runner
+    from agents.study.study import run_study
+
+    spec = one_seed_spec(tmp_path, "s", ["none", "layernorm"])
+    spec.envs, spec.seeds = ["CartPole-v1", "Acrobot-v1"], 2
+    spec.results_root.mkdir(parents=True)
+    (spec.results_root / "runs.csv").write_text(
+        "env_id,variant,seed,step,mean_return\nCartPole-v1,none,0,1000,50.0\n"
+    )
+    handed = []
+    monkeypatch.setattr(runner, "run_local", lambda root, todo, *rest: handed.extend(todo))
+    run_study(spec, report=lambda _: None)
+    assert [(c.env_id, c.variant, c.seed) for c in handed] == [
+        ("CartPole-v1", "layernorm", 0),
+        ("Acrobot-v1", "none", 0),
+        ("Acrobot-v1", "layernorm", 0),
+        ("CartPole-v1", "none", 1),
+        ("CartPole-v1", "layernorm", 1),
+        ("Acrobot-v1", "none", 1),
+        ("Acrobot-v1", "layernorm", 1),
+    ]
+
+
 def test_a_study_runs_the_seeds_from_its_first_seed(tmp_path):
     from agents.study.study import run_study
 
