@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
     p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run the chosen cells again though finished (e.g. after a new tuned preset); "
+        "their old results stay until the new runs finish, their old run directories are kept",
+    )
+    p.add_argument(
         "--bootstrap-reps",
         type=int,
         default=None,
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
         cli.error("--bootstrap-reps must be at least 1")
+    if args.rerun and args.aggregate_only:
+        cli.error("--rerun trains: it cannot go with --aggregate-only")
     grid = {"envs": list(ENVS), "variants": list(DEFAULT_VARIANTS), "seeds": 5}
     grid.update(PROTOCOLS.get(args.protocol, {}))
     spec = StudySpec(
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.workers:
         spec.workers = args.workers
-    run_study(spec, train=not args.aggregate_only)
+    run_study(spec, train=not args.aggregate_only, rerun=args.rerun)
     return 0
 
 

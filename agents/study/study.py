@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agents.study import aggregate, diagnosis, runner
+from agents.study import aggregate, diagnosis, reruns, runner
 from agents.study.grid import (
     DEFAULT_VARIANTS,
     DIAGNOSIS_ARMS,
@@ -14,6 +14,7 @@ from agents.study.grid import (
     HOLDING_ARMS,
     HOLDING_CONTROLS,
     VARIANTS,
+    Cell,
     cells,
     seed_by_seed,
     variant_of,
@@ -170,20 +171,22 @@ class StudySpec:
         return Path(self.out) if self.out else Path(self.results_dir) / self.name
 
 
-def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
+def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = False) -> dict:
     """Run every unfinished cell (unless ``train`` is False), then aggregate all finished.
 
     A cell is finished when its run directory says so or when the results' runs.csv
-    already holds its curve (committed results let a study resume on a fresh machine).
+    already holds its curve (committed results let a study resume on a fresh machine),
+    unless it is asked to run again (``rerun``, see ``agents.study.reruns``).
     """
     seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
     grid = cells(spec.envs, spec.variants, seeds)
     if train and spec.overrides.get("run.tuned_preset"):
         check_tuned(spec.envs, spec.variants)
     if train:
-        recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
-        unfinished = [c for c in grid if not runner.is_done(spec.runs_root, c)]
-        todo = seed_by_seed([c for c in unfinished if c not in recorded])
+        if rerun:
+            for old in reruns.ask(spec.runs_root, spec.results_root, grid):
+                report(f"kept the finished run to be replaced in {old}")
+        todo = cells_to_run(spec, grid)
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
 
         if spec.storage:
@@ -191,6 +194,9 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
 
         def announce(result: dict) -> None:
             runner.record(spec.runs_root, result)  # the result came back with its task
+            cell = Cell(result["env_id"], result["variant"], result["seed"])
+            if runner.is_done(spec.runs_root, cell):
+                reruns.finished(spec.results_root, cell)
             report(f"  {result['status']}: {result['env_id']} {result['variant']} {result['seed']}")
 
         where = spec.storage and f"{spec.storage.rstrip('/')}/{spec.name}"
@@ -209,3 +215,12 @@ def run_study(spec: StudySpec, report=print, train: bool = True) -> dict:
         diagnosis.write_diagnosis(*args, spec.bootstrap_reps)
     report(f"results: {spec.results_root}/tables.md, runs.csv and the PNGs")
     return table
+
+
+def cells_to_run(spec: StudySpec, grid: list[Cell]) -> list[Cell]:
+    """The grid's cells with no finished run or recorded curve, and those asked to run
+    again, seed by seed."""
+    recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
+    again = set(reruns.pending(spec.results_root))
+    unfinished = [c for c in grid if not runner.is_done(spec.runs_root, c)]
+    return seed_by_seed([c for c in unfinished if c not in recorded or c in again])

@@ -3,6 +3,7 @@
 import csv
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +325,46 @@ def test_a_study_runs_every_env_and_variant_on_one_seed_before_the_next(tmp_path
         ("Acrobot-v1", "none", 1),
         ("Acrobot-v1", "layernorm", 1),
     ]
+
+
+def test_a_rerun_replaces_a_cells_curve_only_once_its_new_run_finishes(tmp_path, monkeypatch):
+    """Asked again (a new tuned preset), a finished cell trains anew; interrupted, the old
+    curve stays in runs.csv, and a later run without the flag finishes the rerun."""
+    from agents.study import reruns, runner
+    from agents.study.study import run_study
+
+    spec = one_seed_spec(tmp_path, "s", ["none"])
+    cell = Cell("CartPole-v1", "none", 0)
+    old_dir = cell_dir(spec.runs_root, cell)
+    runner.write_cell(old_dir, asdict(cell), [(1000, 50.0)], 1000, None)
+    run_study(spec, report=lambda _: None, train=False)  # runs.csv holds the old curve
+
+    def interrupted(root, todo, *rest):
+        assert todo == [cell]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_local", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, report=lambda _: None, rerun=True)
+    assert "CartPole-v1,none,0,1000,50.0000" in (spec.results_root / "runs.csv").read_text()
+    assert reruns.pending(spec.results_root) == [cell]
+    (kept,) = (spec.runs_root / "replaced").iterdir()
+    assert (kept / "curve.csv").read_text() == "step,mean_return\n1000,50.0\n"
+
+    def trains(root, todo, overrides, workers, report, storage=""):
+        for c in todo:
+            runner.write_cell(cell_dir(root, c), asdict(c), [(1000, 80.0)], 1000, None)
+            report({**asdict(c), "status": "trained", "curve": None})
+
+    monkeypatch.setattr(runner, "run_local", trains)
+    table = run_study(spec, report=lambda _: None)  # no flag: the listed cell still runs
+    assert table["CartPole-v1", "none"]["final_mean"] == 80.0
+    assert "50.0000" not in (spec.results_root / "runs.csv").read_text()
+    assert reruns.pending(spec.results_root) == []
+    assert not (spec.results_root / reruns.PENDING_FILE).exists()
+    said = []
+    run_study(spec, report=said.append)  # finished: nothing runs again
+    assert "1 cells, 1 already finished, 0 to run" in said
 
 
 def test_a_study_runs_the_seeds_from_its_first_seed(tmp_path):

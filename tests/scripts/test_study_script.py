@@ -19,7 +19,14 @@ def study_script(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     calls = []
-    monkeypatch.setattr(module, "run_study", lambda s, train: calls.append((s, train)))
+    reruns = []
+
+    def record(spec, train, rerun=False):
+        calls.append((spec, train))
+        reruns.append(rerun)
+
+    monkeypatch.setattr(module, "run_study", record)
+    module.reruns = reruns
     module.calls = calls
     return module
 
@@ -90,6 +97,15 @@ def test_bootstrap_resamples_reach_the_study_and_must_be_positive(study_script, 
         study_script.main(["--aggregate-only", "--bootstrap-reps", "0"])
     assert stop.value.code == 2
     assert "error: --bootstrap-reps must be at least 1" in capsys.readouterr().err
+
+
+def test_rerun_reaches_the_study_and_refuses_aggregate_only(study_script, capsys):
+    study_script.main(["--protocol", "fair", "--variants", "rmsnorm", "--rerun"])
+    assert study_script.reruns == [True]
+    with pytest.raises(SystemExit) as stop:
+        study_script.main(["--aggregate-only", "--rerun"])
+    assert stop.value.code == 2
+    assert "error: --rerun trains: it cannot go with --aggregate-only" in capsys.readouterr().err
 
 
 # A study cell that trains for about a second and evaluates twice.
