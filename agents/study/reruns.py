@@ -10,13 +10,12 @@ the cells still listed.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 from agents.checkpoint import write_json
 from agents.study.grid import Cell
-from agents.study.runner import cell_dir, is_done
+from agents.study.runner import is_done, set_aside
 
 PENDING_FILE = "rerun.json"
 
@@ -35,16 +34,18 @@ def ask(runs_root: Path, results_root: Path, cells: list[Cell]) -> list[Path]:
     Returns where the old run directories went. A cell whose new run is under way (its run
     directory unfinished) keeps it and resumes.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    moved = []
-    for cell in cells:
-        if is_done(runs_root, cell):
-            aside = runs_root / "replaced" / f"{cell.name}__{stamp}"
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            cell_dir(runs_root, cell).rename(aside)
-            moved.append(aside)
+    moved = [set_aside(runs_root, c) for c in cells if is_done(runs_root, c)]
     _write(results_root, list(dict.fromkeys([*pending(results_root), *cells])))
     return moved
+
+
+def still_pending(runs_root: Path, results_root: Path) -> frozenset[Cell]:
+    """The listed cells whose new run has not finished; any that has is struck off (a
+    listed cell's old run was set aside, so a finished run directory is its new one)."""
+    for cell in pending(results_root):
+        if is_done(runs_root, cell):
+            finished(results_root, cell)
+    return frozenset(pending(results_root))
 
 
 def finished(results_root: Path, cell: Cell) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
@@ -40,13 +41,27 @@ def is_done(root: Path, cell: Cell) -> bool:
     return (cell_dir(root, cell) / DONE_FILE).is_file()
 
 
-def run_cell(root: str, cell: dict, overrides: dict, storage: str = "") -> dict:
+def set_aside(root: Path, cell: Cell) -> Path:
+    """Move a finished cell's run directory to ``root/replaced/`` (kept) so it trains anew."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = root / "replaced" / f"{cell.name}__{stamp}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    cell_dir(root, cell).rename(aside)
+    return aside
+
+
+def run_cell(
+    root: str, cell: dict, overrides: dict, storage: str = "", replace: bool = False
+) -> dict:
     """Train one cell and write its evaluation curve; the result carries the curve.
 
-    A cell finished in this worker's ``root`` is not trained again; its curve is read back.
+    A cell finished in this worker's ``root`` is not trained again, its curve is read back;
+    unless ``replace`` (a rerun), which sets that run aside and trains the cell anew.
     """
     cell_obj = Cell(**cell)
     run_dir = cell_dir(Path(root), cell_obj)
+    if replace and is_done(Path(root), cell_obj):
+        set_aside(Path(root), cell_obj)
     if is_done(Path(root), cell_obj):
         steps = json.loads((run_dir / DONE_FILE).read_text()).get("steps", 0)
         curve = read_curve(Path(root), cell_obj)
@@ -144,9 +159,16 @@ def _continued(config, run_dir: Path):
 
 
 def run_local(
-    root: Path, todo: list[Cell], overrides: dict, workers: int, report, storage: str = ""
+    root: Path,
+    todo: list[Cell],
+    overrides: dict,
+    workers: int,
+    report,
+    storage: str = "",
+    replace: frozenset[Cell] = frozenset(),
 ) -> None:
-    """Run cells in ``workers`` fresh processes, one torch thread each.
+    """Run cells in ``workers`` fresh processes, one torch thread each (those in ``replace``
+    anew, though finished).
 
     Interrupted (Ctrl-C), the driver cancels every cell not started yet before it waits for
     the running ones, so no worker goes on through the queue; a cell stopped midway resumes
@@ -157,7 +179,8 @@ def run_local(
     context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        futures = [pool.submit(run_cell, str(root), asdict(c), overrides, storage) for c in todo]
+        args = [(str(root), asdict(c), overrides, storage, c in replace) for c in todo]
+        futures = [pool.submit(run_cell, *a) for a in args]
         for future in futures:
             report(future.result())
     finally:
@@ -165,16 +188,24 @@ def run_local(
 
 
 def run_ray(
-    root: Path, todo: list[Cell], overrides: dict, address: str, report, storage: str = ""
+    root: Path,
+    todo: list[Cell],
+    overrides: dict,
+    address: str,
+    report,
+    storage: str = "",
+    replace: frozenset[Cell] = frozenset(),
 ) -> None:
-    """Run cells as Ray tasks (one CPU each) on the cluster at ``address``."""
+    """Run cells as Ray tasks (one CPU each) on the cluster at ``address`` (those in
+    ``replace`` anew, though finished on a worker's disk)."""
     try:
         import ray
     except ImportError:
         raise QnormError("--ray-address needs Ray: pip install -e '.[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_cell)
-    pending = [remote.remote(str(root), asdict(c), overrides, storage) for c in todo]
+    args = [(str(root), asdict(c), overrides, storage, c in replace) for c in todo]
+    pending = [remote.remote(*a) for a in args]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         report(ray.get(ready[0]))

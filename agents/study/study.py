@@ -186,7 +186,8 @@ def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = F
         if rerun:
             for old in reruns.ask(spec.runs_root, spec.results_root, grid):
                 report(f"kept the finished run to be replaced in {old}")
-        todo = cells_to_run(spec, grid)
+        again = reruns.still_pending(spec.runs_root, spec.results_root)
+        todo = cells_to_run(spec, grid, again)
         report(f"{len(grid)} cells, {len(grid) - len(todo)} already finished, {len(todo)} to run")
 
         if spec.storage:
@@ -202,9 +203,9 @@ def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = F
         where = spec.storage and f"{spec.storage.rstrip('/')}/{spec.name}"
         args = (spec.runs_root, todo, spec.overrides)
         if spec.ray_address:
-            runner.run_ray(*args, spec.ray_address, announce, where)
+            runner.run_ray(*args, spec.ray_address, announce, where, again)
         else:
-            runner.run_local(*args, spec.workers, announce, where)
+            runner.run_local(*args, spec.workers, announce, where, again)
     covered = runner.write_manifest(spec.results_root, asdict(spec))  # the grid results cover
     table = aggregate.aggregate(
         spec.runs_root, spec.results_root, grid, covered["variants"], spec.bootstrap_reps
@@ -217,10 +218,9 @@ def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = F
     return table
 
 
-def cells_to_run(spec: StudySpec, grid: list[Cell]) -> list[Cell]:
+def cells_to_run(spec: StudySpec, grid: list[Cell], again: frozenset[Cell]) -> list[Cell]:
     """The grid's cells with no finished run or recorded curve, and those asked to run
-    again, seed by seed."""
+    ``again``, seed by seed."""
     recorded = aggregate.read_runs_csv(spec.results_root / "runs.csv")
-    again = set(reruns.pending(spec.results_root))
     unfinished = [c for c in grid if not runner.is_done(spec.runs_root, c)]
     return seed_by_seed([c for c in unfinished if c not in recorded or c in again])

@@ -24,6 +24,7 @@ from agents.study.runner import (
     record,
     run_cell,
     run_local,
+    write_cell,
     write_manifest,
 )
 from agents.training import train
@@ -351,20 +352,50 @@ def test_a_rerun_replaces_a_cells_curve_only_once_its_new_run_finishes(tmp_path,
     (kept,) = (spec.runs_root / "replaced").iterdir()
     assert (kept / "curve.csv").read_text() == "step,mean_return\n1000,50.0\n"
 
-    def trains(root, todo, overrides, workers, report, storage=""):
+    handed = []
+
+    def trains(root, todo, overrides, workers, report, storage, replace):
+        handed.append((list(todo), set(replace)))
         for c in todo:
             runner.write_cell(cell_dir(root, c), asdict(c), [(1000, 80.0)], 1000, None)
             report({**asdict(c), "status": "trained", "curve": None})
 
     monkeypatch.setattr(runner, "run_local", trains)
     table = run_study(spec, report=lambda _: None)  # no flag: the listed cell still runs
+    assert handed == [([cell], {cell})]  # anew, also where a worker's disk still has it
     assert table["CartPole-v1", "none"]["final_mean"] == 80.0
     assert "50.0000" not in (spec.results_root / "runs.csv").read_text()
     assert reruns.pending(spec.results_root) == []
     assert not (spec.results_root / reruns.PENDING_FILE).exists()
     said = []
     run_study(spec, report=said.append)  # finished: nothing runs again
-    assert "1 cells, 1 already finished, 0 to run" in said
+    assert "1 cells, 1 already finished, 0 to run" in said and handed[1] == ([], set())
+
+
+def test_a_rerun_trains_anew_a_cell_finished_on_a_workers_own_disk(tmp_path):
+    """On a cluster without a shared disk the driver cannot set a worker's old run aside:
+    the worker does, and trains the cell again instead of sending the old curve back."""
+    cell = {"env_id": "CartPole-v1", "variant": "none", "seed": 0}
+    worker = tmp_path / "worker"
+    write_cell(cell_dir(worker, Cell(**cell)), cell, [(1000, 50.0)], 1000, None)
+    assert run_cell(str(worker), cell, TINY_CELL)["curve"] == [(1000, 50.0)]  # read back
+    result = run_cell(str(worker), cell, TINY_CELL, replace=True)
+    assert result["status"] == "trained" and result["curve"] != [(1000, 50.0)]
+    (kept,) = (worker / "replaced").iterdir()
+    assert (kept / "curve.csv").read_text() == "step,mean_return\n1000,50.0\n"
+
+
+def test_a_listed_cell_whose_new_run_finished_is_struck_off(tmp_path):
+    """A driver stopped between recording a rerun's result and striking it off."""
+    from agents.study import reruns
+
+    cell = Cell("CartPole-v1", "none", 0)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    reruns.ask(runs, results, [cell])
+    assert reruns.still_pending(runs, results) == {cell}
+    write_cell(cell_dir(runs, cell), asdict(cell), [(1000, 80.0)], 1000, None)
+    assert reruns.still_pending(runs, results) == frozenset()
+    assert not (results / reruns.PENDING_FILE).exists()
 
 
 def test_a_study_runs_the_seeds_from_its_first_seed(tmp_path):
