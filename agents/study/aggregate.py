@@ -181,7 +181,8 @@ def _overview_cell(row: dict | None, most_seeds: int) -> str:
         return "not run"
     notes = [] if row.get("vs_none") is None else [_comparison(row)]
     if row["seeds"] < most_seeds:
-        notes.append(f"{row['seeds']} seeds")  # a partial cell stands out
+        seeds = row["seeds"]
+        notes.append(f"{seeds} seed{'s' * (seeds != 1)}")  # a partial cell stands out
     return f"{row['final_mean']:.1f}" + (f" ({', '.join(notes)})" if notes else "")
 
 

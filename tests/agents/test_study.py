@@ -249,13 +249,15 @@ def test_overview_marks_each_variant_against_no_norm_on_every_env():
         Cell("Acrobot-v1", "layernorm", 2): [(0, -70.0)],
         Cell("Acrobot-v1", "rmsnorm", 0): [(0, -300.0)],
         Cell("Acrobot-v1", "rmsnorm", 1): [(0, -310.0)],
+        Cell("Acrobot-v1", "batchnorm", 0): [(0, -400.0)],
     }
     text = overview_table(summarize(curves), ["CartPole-v1", "Acrobot-v1"], VARIANTS)
     assert "| none | 110.0 | -70.0 |" in text
     assert "| layernorm | 305.0 (better) | -70.0 (tie) |" in text
     # Two seeds: no interval to judge it by, and fewer seeds than the others.
     assert "| rmsnorm | not run | -305.0 (untested, 2 seeds) |" in text
-    assert "batchnorm |" not in text  # variants run on no env are left out
+    assert "| batchnorm | not run | -400.0 (untested, 1 seed) |" in text
+    assert "batchrenorm_joint |" not in text  # variants run on no env are left out
 
 
 def test_summary_skips_unfinished_cells(tmp_path):
