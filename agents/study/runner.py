@@ -158,6 +158,13 @@ def _continued(config, run_dir: Path):
     return None
 
 
+def task_args(
+    root: Path, todo: list[Cell], overrides: dict, storage: str, replace: frozenset[Cell]
+) -> list[tuple]:
+    """``run_cell``'s arguments for each cell, as either backend sends them to a worker."""
+    return [(str(root), asdict(c), overrides, storage, c in replace) for c in todo]
+
+
 def run_local(
     root: Path,
     todo: list[Cell],
@@ -179,8 +186,9 @@ def run_local(
     context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        args = [(str(root), asdict(c), overrides, storage, c in replace) for c in todo]
-        futures = [pool.submit(run_cell, *a) for a in args]
+        futures = [
+            pool.submit(run_cell, *a) for a in task_args(root, todo, overrides, storage, replace)
+        ]
         for future in futures:
             report(future.result())
     finally:
@@ -204,8 +212,7 @@ def run_ray(
         raise QnormError("--ray-address needs Ray: pip install -e '.[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_cell)
-    args = [(str(root), asdict(c), overrides, storage, c in replace) for c in todo]
-    pending = [remote.remote(*a) for a in args]
+    pending = [remote.remote(*a) for a in task_args(root, todo, overrides, storage, replace)]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         report(ray.get(ready[0]))
