@@ -20,6 +20,7 @@ from pathlib import Path
 import fsspec
 
 from agents.checkpoint import write_json
+from agents.interrupts import Interrupted
 from agents.plotting import read_tagged
 from agents.snapshot import STATE_FILE, snapshot_dir
 from agents.study.grid import Cell, cell_config
@@ -29,6 +30,21 @@ from qnorm import QnormError
 DONE_FILE = "done.json"
 CURVE_FILE = "curve.csv"
 NORM_FILE = "norm_scalars.json"  # the run's norm/* TensorBoard scalars, travelling with it
+
+# In a worker of ``run_local``'s pool: the flag the driver and every worker share, set once
+# the study is interrupted, so a cell already queued for a worker does not start after that.
+_queue_stopped = None
+
+
+def _share_queue_stopped(flag) -> None:
+    """The pool's worker initializer: keep the shared stop flag."""
+    global _queue_stopped
+    _queue_stopped = flag
+
+
+def _stop_queue() -> None:
+    if _queue_stopped is not None:
+        _queue_stopped.set()
 
 
 def cell_dir(root: Path, cell: Cell) -> Path:
@@ -59,6 +75,8 @@ def run_cell(
     unless ``replace`` (a rerun), which sets that run aside and trains the cell anew.
     """
     cell_obj = Cell(**cell)
+    if _queue_stopped is not None and _queue_stopped.is_set():
+        return {**cell, "status": "not started", "curve": None}
     run_dir = cell_dir(Path(root), cell_obj)
     if replace and is_done(Path(root), cell_obj):
         set_aside(Path(root), cell_obj)
@@ -68,10 +86,14 @@ def run_cell(
         norm = read_norm(Path(root), cell_obj)
         return {**cell, "status": "skipped", "curve": curve, "steps": steps, "norm": norm}
     config = cell_config(cell_obj, str(run_dir), overrides)
-    result = _continued(config, run_dir) if run_dir.exists() else None
-    status = "trained" if result is None else "resumed"
-    if result is None:
-        result = train(config)
+    try:
+        result = _continued(config, run_dir) if run_dir.exists() else None
+        status = "trained" if result is None else "resumed"
+        if result is None:
+            result = train(config)
+    except Interrupted:  # snapshot saved; no queued cell of this study starts after it
+        _stop_queue()
+        raise
     curve = [(int(step), float(value)) for step, value in result.evaluations]
     norm = read_tagged(run_dir, "norm/")
     write_cell(run_dir, cell, curve, result.global_step, norm)
@@ -177,20 +199,30 @@ def run_local(
     """Run cells in ``workers`` fresh processes, one torch thread each (those in ``replace``
     anew, though finished).
 
-    Interrupted (Ctrl-C), the driver cancels every cell not started yet before it waits for
-    the running ones, so no worker goes on through the queue; a cell stopped midway resumes
-    from its snapshot on the next run.
+    Interrupted (Ctrl-C in the driver, or a signal that stops a worker's cell), the driver
+    cancels every cell not started yet and waits for the running ones. The pool hands a few
+    cells to its workers ahead of time, beyond cancelling; a shared flag keeps those from
+    starting. A cell stopped midway resumes from its snapshot on the next run.
     """
     if not todo:
         return
     context = get_context("spawn")  # fresh interpreters: no torch state copied by fork
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    stopped = context.Event()
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_share_queue_stopped,
+        initargs=(stopped,),
+    )
     try:
         futures = [
             pool.submit(run_cell, *a) for a in task_args(root, todo, overrides, storage, replace)
         ]
         for future in futures:
             report(future.result())
+    except BaseException:
+        stopped.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

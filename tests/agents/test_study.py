@@ -2,7 +2,9 @@
 
 import csv
 import math
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from agents.checkpoint import write_json
-from agents.study import stats
+from agents.interrupts import Interrupted
+from agents.study import runner, stats
 from agents.study.aggregate import aggregate, overview_table, summarize
 from agents.study.grid import VARIANTS, Cell, cell_config, cells
 from agents.study.runner import (
@@ -484,8 +487,9 @@ def test_an_interrupted_cell_resumes_from_its_snapshot(tmp_path):
     assert resumed[1] == expected[1] == ["1000", resumed[1][1]]
 
 
-def test_an_interrupted_study_cancels_the_cells_not_started(tmp_path):
-    """Ctrl-C in the driver: the queue stops; only cells already handed to a worker end."""
+def test_an_interrupted_study_starts_no_cell_after_the_running_ones(tmp_path):
+    """Ctrl-C in the driver: the cell running then ends, and none of those waiting starts,
+    not even the ones the pool had already handed to its worker."""
     todo = [Cell("CartPole-v1", "none", seed) for seed in range(6)]
 
     def interrupt(result: dict) -> None:
@@ -493,8 +497,33 @@ def test_an_interrupted_study_cancels_the_cells_not_started(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_local(tmp_path, todo, TINY_CELL, workers=1, report=interrupt)
-    done = [is_done(tmp_path, cell) for cell in todo]
-    assert done[0] and not done[-1] and sum(done) < len(todo), done
+    assert is_done(tmp_path, todo[0])
+    # cell 1 may have started as cell 0's result went back; cells 2 and 3 sat in the
+    # worker's queue, cells 4 and 5 in the driver's
+    started = [cell.seed for cell in todo if cell_dir(tmp_path, cell).exists()]
+    assert started in ([0], [0, 1]), started
+
+
+def test_a_cell_stopped_by_a_signal_keeps_the_queued_cells_from_starting(tmp_path, monkeypatch):
+    """A worker's cell stopped by SIGTERM (say): the worker sets the study's shared flag, and
+    a cell it takes from the queue after that does not start."""
+    flag = threading.Event()
+    monkeypatch.setattr(runner, "_queue_stopped", None)
+    runner._share_queue_stopped(flag)
+
+    def stopped_by_a_signal(config, **_):
+        raise Interrupted(signal.SIGTERM, clean=True)
+
+    monkeypatch.setattr(runner, "train", stopped_by_a_signal)
+    first, queued = ({"env_id": "CartPole-v1", "variant": "none", "seed": s} for s in (0, 1))
+    with pytest.raises(Interrupted):
+        run_cell(str(tmp_path), first, TINY_CELL)
+    assert flag.is_set()
+    result = run_cell(str(tmp_path), queued, TINY_CELL)
+    assert result["status"] == "not started" and result["curve"] is None
+    assert not cell_dir(tmp_path, Cell(**queued)).exists()
+    record(tmp_path, result)  # the driver records nothing for it
+    assert not is_done(tmp_path, Cell(**queued))
 
 
 def test_an_interrupted_cell_of_other_settings_starts_again(tmp_path):
