@@ -19,8 +19,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "batchnorm_input": {"network.norm": "batchnorm", "network.input_norm": True},
     # Conv networks: BatchNorm in the feature extractor only, the fully connected head plain.
     "batchnorm_torso": {"network.norm": "batchnorm", "network.norm_target": "torso"},
-    # A pooled MinAtar torso (its one conv, then 2x2 max-pooling): BatchNorm before or after
-    # the pooling. Image envs with one conv only.
+    # A pooled MinAtar torso (its one conv, then 2x2 max-pooling): without a norm (pooling's
+    # own effect), and BatchNorm before or after the pooling. Image envs with one conv only.
+    "none_pooled": {"network.norm": "none", "network.conv_pools": (2,)},
     "batchnorm_pool_before": {"network.norm": "batchnorm", "network.conv_pools": (2,)},
     "batchnorm_pool_after": {
         "network.norm": "batchnorm",
@@ -141,6 +142,7 @@ COLOURS: dict[str, str] = {
     "batchnorm_torso": "#17becf",
     "batchnorm_pool_before": "#393b79",
     "batchnorm_pool_after": "#9c9ede",
+    "none_pooled": "#bdbdbd",
     "groupnorm": "#98df8a",
     "layernorm": "#d62728",
     "layernorm_after": "#fc9272",
@@ -189,6 +191,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "batchnorm_torso",
         "batchnorm_pool_before",
         "batchnorm_pool_after",
+        "none_pooled",  # the pooled network's own control
         "batchnorm_joint",
         "batchrenorm_joint",
     ),
@@ -248,7 +251,12 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
 # Variants that need a conv torso (the pooled ones: a one-conv torso, as MinAtar's).
-IMAGE_VARIANTS = ("batchnorm_torso", "batchnorm_pool_before", "batchnorm_pool_after")
+IMAGE_VARIANTS = (
+    "batchnorm_torso",
+    "none_pooled",
+    "batchnorm_pool_before",
+    "batchnorm_pool_after",
+)
 # The vector study's variants: the first study's ten, named (a variant added for another
 # protocol stays out of it without a new exclusion).
 DEFAULT_VARIANTS = (

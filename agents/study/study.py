@@ -32,7 +32,8 @@ QUICK = {
 # variant (its settings are the fair ground on pixels: no variant is tuned). Epsilon still
 # falls over the first 100k frames (the preset spreads it over 5M). The first three variants
 # ran first; the rest complete the comparison (BatchNorm everywhere, in the conv torso only,
-# before vs after pooling in a pooled torso, LayerNorm, GroupNorm).
+# before vs after pooling in a pooled torso, LayerNorm, GroupNorm), and last the pooled
+# torso without a norm, the pooled variants' control.
 MINATAR = {
     "envs": ["MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1"],
     "variants": [
@@ -43,6 +44,7 @@ MINATAR = {
         "batchnorm_pool_before",
         "batchnorm_pool_after",
         "groupnorm",
+        "none_pooled",
     ],
     "seeds": 5,
     "overrides": {

@@ -675,7 +675,9 @@ def test_every_minatar_protocol_variant_builds_a_network_for_minatar_grids():
         config = cell_config(Cell("MinAtar/Breakout-v1", variant, 0), "", MINATAR["overrides"])
         net = build_q_network(network_spec(config, space, 3))
         names = [name for name, _ in net.layers.named_children()]
-        if "pool" in variant:  # BatchNorm on the conv's maps, before or after the max-pool
+        if variant == "none_pooled":
+            assert "pool1" in names and not any("norm" in name for name in names), names
+        elif "pool" in variant:  # BatchNorm on the conv's maps, before or after the max-pool
             norm_first = names.index("conv_norm1") < names.index("pool1")
             assert norm_first == (variant == "batchnorm_pool_before"), names
         net.train()
