@@ -237,7 +237,12 @@ def run_ray(
     replace: frozenset[Cell] = frozenset(),
 ) -> None:
     """Run cells as Ray tasks (one CPU each) on the cluster at ``address`` (those in
-    ``replace`` anew, though finished on a worker's disk)."""
+    ``replace`` anew, though finished on a worker's disk).
+
+    Interrupted (Ctrl-C in the driver, or a task whose cell a signal stopped), the driver
+    cancels every task left: a queued one never starts, a running one stops at its next step
+    and saves its snapshot, as on Ctrl-C. The driver waits for those before it goes.
+    """
     try:
         import ray
     except ImportError:
@@ -245,9 +250,22 @@ def run_ray(
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_cell)
     pending = [remote.remote(*a) for a in task_args(root, todo, overrides, storage, replace)]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        report(ray.get(ready[0]))
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            report(ray.get(ready[0]))
+    except BaseException:
+        _cancel_and_wait(ray, pending)
+        raise
+
+
+def _cancel_and_wait(ray, tasks: list) -> None:
+    """Cancel Ray tasks and wait until each has ended. A running task's cancel arrives as
+    SIGINT in its worker's main thread, where training stops cleanly and saves its snapshot."""
+    for task in tasks:
+        ray.cancel(task)
+    if tasks:
+        ray.wait(tasks, num_returns=len(tasks))
 
 
 def read_curve(root: Path, cell: Cell) -> list[tuple[int, float]]:

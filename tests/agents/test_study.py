@@ -1,10 +1,12 @@
 """The study: statistics on known curves, aggregation outputs, resume of finished cells."""
 
+import _thread
 import csv
 import math
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from agents.checkpoint import write_json
 from agents.interrupts import Interrupted
+from agents.snapshot import STATE_FILE, snapshot_dir
 from agents.study import runner, stats
 from agents.study.aggregate import aggregate, overview_table, summarize
 from agents.study.grid import VARIANTS, Cell, cell_config, cells
@@ -27,6 +30,7 @@ from agents.study.runner import (
     record,
     run_cell,
     run_local,
+    run_ray,
     write_cell,
     write_manifest,
 )
@@ -603,6 +607,34 @@ def test_a_ray_cluster_whose_workers_have_their_own_disk_delivers_every_result(
         assert not (here / "checkpoints").exists()  # the run itself happened elsewhere
         name = Cell("CartPole-v1", variant, 0).name
         assert (tmp_path / "bucket" / "tiny" / name / "checkpoints" / "final").is_dir()
+
+
+def test_an_interrupted_ray_study_saves_its_running_cell_and_starts_no_other(tmp_path):
+    """Ctrl-C in the driver of a Ray study: the queued tasks never start, the running one stops
+    cleanly (final checkpoint and snapshot saved), and the driver waits for it before it goes."""
+    ray = pytest.importorskip("ray")
+    todo = [Cell("CartPole-v1", "none", seed) for seed in range(3)]
+    first = snapshot_dir(cell_dir(tmp_path, todo[0])) / STATE_FILE
+
+    def ctrl_c_once_the_first_cell_trains() -> None:
+        while not first.exists():
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        threading.Thread(target=ctrl_c_once_the_first_cell_trains, daemon=True).start()
+        long_cells = {**TINY_CELL, "run.total_timesteps": 200_000}
+        with pytest.raises(KeyboardInterrupt):
+            run_ray(tmp_path, todo, long_cells, "local", report=lambda result: None)
+        # before the worker could be shut down: the cell had saved its way-out files
+        run_dir = cell_dir(tmp_path, todo[0])
+        assert (run_dir / "checkpoints" / "final" / "model.safetensors").is_file()
+        assert not is_done(tmp_path, todo[0])
+    finally:
+        ray.shutdown()
+    assert first.is_file()  # it resumes from there on the next run
+    assert [c.seed for c in todo if cell_dir(tmp_path, c).exists()] == [0]
 
 
 def test_tables_report_the_best_checkpoint_beside_the_final_policy(tmp_path):
