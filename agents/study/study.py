@@ -32,8 +32,9 @@ QUICK = {
 # variant (its settings are the fair ground on pixels: no variant is tuned). Epsilon still
 # falls over the first 100k frames (the preset spreads it over 5M). The first three variants
 # ran first; the rest complete the comparison (BatchNorm everywhere, in the conv torso only,
-# before vs after pooling in a pooled torso, LayerNorm, GroupNorm), and last the pooled
-# torso without a norm, the pooled variants' control.
+# before vs after pooling in a pooled torso, LayerNorm, GroupNorm), then the pooled torso
+# without a norm, the pooled variants' control, and last BatchNorm everywhere with the joint
+# update (no target network), added when the standard update's BatchNorm head diverged.
 MINATAR = {
     "envs": ["MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1"],
     "variants": [
@@ -45,6 +46,7 @@ MINATAR = {
         "batchnorm_pool_after",
         "groupnorm",
         "none_pooled",
+        "batchnorm_joint",
     ],
     "seeds": 5,
     "overrides": {
