@@ -621,6 +621,9 @@ def test_an_interrupted_ray_study_saves_its_running_cell_and_starts_no_other(tmp
             time.sleep(0.05)
         _thread.interrupt_main()
 
+    # Ctrl-C as a driver sees it with Python's own handler (a library loaded by an earlier
+    # test may have set SIGINT to its default action, which interrupt_main skips)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ray.init(num_cpus=1, include_dashboard=False)
     try:
         threading.Thread(target=ctrl_c_once_the_first_cell_trains, daemon=True).start()
@@ -633,6 +636,7 @@ def test_an_interrupted_ray_study_saves_its_running_cell_and_starts_no_other(tmp
         assert not is_done(tmp_path, todo[0])
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGINT, previous)
     assert first.is_file()  # it resumes from there on the next run
     assert [c.seed for c in todo if cell_dir(tmp_path, c).exists()] == [0]
 
