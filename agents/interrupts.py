@@ -32,6 +32,7 @@ class Interrupted(BaseException):
         self.step: int | None = None
         self.checkpoint: Path | None = None
         self.snapshot: Path | None = None
+        self.mid_episode = False  # the snapshot was taken inside an episode
 
     def __reduce__(self):  # picklable, so a study's worker process can hand it back
         return (type(self), (self.signum, self.clean))
@@ -46,6 +47,15 @@ class Interrupted(BaseException):
         where = f" at step {self.step:,}" if self.step is not None else ""
         saved = f"; final checkpoint: {self.checkpoint}" if self.checkpoint else ""
         return f"interrupted by {signal.Signals(self.signum).name}{where}{saved}"
+
+    def resume_note(self) -> str | None:
+        """What a resume from this stop's snapshot will not repeat, if anything."""
+        if self.snapshot is None or not self.mid_episode:
+            return None
+        return (
+            "the snapshot is inside an episode: a resumed run starts a fresh episode there, "
+            "so it will not repeat the uninterrupted run bit for bit"
+        )
 
 
 class StopRequests:

@@ -221,6 +221,7 @@ class Trainer:
                 stop.step, stop.checkpoint = self.global_step, self.save("final")
                 if stop.clean and self.write_state(iteration, obs, just_reset):
                     stop.snapshot = snapshot_dir(self.run_dir)
+                    stop.mid_episode = not bool(just_reset.all())
                 raise
             finally:
                 progress.close()

@@ -36,8 +36,11 @@ def test_a_signal_saves_the_final_checkpoint_and_exits_with_its_status(
     # signal that came before that point stops at once, with the final checkpoint only.
     if lines[-1].startswith("resume: "):
         assert lines[-1].endswith(f"--resume {run_dir}")
-        assert (run_dir / "state" / "state.json").is_file()
+        env = json.loads((run_dir / "state" / "state.json").read_text())["env"]
         lines.pop()
+        # A stop inside an episode says the resumed run will start a fresh one there.
+        if not env["at_boundary"]:
+            assert lines.pop().startswith("the snapshot is inside an episode: ")
     else:
         assert len(signals) == 2, ran.stderr
     said = lines[-1]
