@@ -2,9 +2,13 @@
 
 Inside ``stop_requests()`` the first SIGINT or SIGTERM only asks the training loop to stop:
 it finishes its current step, writes a training-state snapshot and the final checkpoint,
-then raises ``Interrupted``. A second signal before that clean point stops at once (the final
-checkpoint is still written; the previous snapshot stays as it was). Signals that arrive while
-the way-out files are written are ignored, so an impatient Ctrl-C never cuts a save short.
+then raises ``Interrupted``. A Ctrl-C (SIGINT) that comes inside an episode of a one-env run
+first lets that episode end, for at most FINISH_EPISODE_STEPS more steps: an env cannot be
+saved mid-episode, so only a snapshot at an episode boundary resumes exactly. SIGTERM, which
+a scheduler sends shortly before it kills, stops at the next step. A second signal stops
+sooner: during that wait at the next step, otherwise at once (the final checkpoint is still
+written; the previous snapshot stays as it was). Signals that arrive while the way-out
+files are written are ignored, so an impatient Ctrl-C never cuts a save short.
 """
 
 from __future__ import annotations
@@ -58,22 +62,48 @@ class Interrupted(BaseException):
         )
 
 
+# After a Ctrl-C inside an episode, at most this many more steps for the episode to end: a
+# CartPole or MinAtar episode ends well within it, an Atari one may not (then the run stops
+# inside it, as after a SIGTERM).
+FINISH_EPISODE_STEPS = 5_000
+FINISHING_EPISODE = (
+    f"Ctrl-C: stopping when this episode ends (at most {FINISH_EPISODE_STEPS:,} steps), so the "
+    "run resumes exactly; Ctrl-C again stops at the next step"
+)
+
+
 class StopRequests:
     """The signals received while training runs."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
         self.saving = False  # the way-out files are being written: ignore further signals
+        self.finish_by: int | None = None  # Ctrl-C inside an episode: its last step to end
 
     def on_signal(self, signum: int, frame) -> None:
         self.received.append(signum)
-        if len(self.received) == 2 and not self.saving:  # asked twice: stop now
+        if self.saving:
+            return
+        waiting = self.finish_by is not None  # then a second signal stops at the next step
+        if len(self.received) == (3 if waiting else 2):  # asked again: stop now
             raise Interrupted(self.received[0], clean=False)
 
-    def check(self) -> None:
-        """At a clean point of the loop: stop there if a signal asked for it."""
-        if self.received:
-            raise Interrupted(self.received[0], clean=True)
+    def check(self, step: int, mid_episode: bool) -> bool:
+        """At a clean point of the loop: stop there if a signal asked for it, or go on to
+        the end of the episode (see the module's text). True when that wait begins."""
+        if not self.received:
+            return False
+        if self._finishes_episode(step, mid_episode):
+            begins = self.finish_by is None
+            if begins:
+                self.finish_by = step + FINISH_EPISODE_STEPS
+            return begins
+        raise Interrupted(self.received[0], clean=True)
+
+    def _finishes_episode(self, step: int, mid_episode: bool) -> bool:
+        if not mid_episode or self.received != [signal.SIGINT]:
+            return False
+        return self.finish_by is None or step < self.finish_by
 
 
 @contextmanager

@@ -53,6 +53,13 @@ class Progress:
             f"epsilon {epsilon:.3f}  last return {ret}  ETA {eta}"
         )
 
+    def note(self, text: str) -> None:
+        """One line for the user, above the bar (nothing when progress is off)."""
+        if not self.bar.disable:
+            self.bar.write(text, file=self.stream)
+        elif self.lines:
+            print(text, file=self.stream, flush=True)
+
     def finish(self, step: int) -> None:
         """Bring the bar to the last step (updates come per 1000 steps only)."""
         if not self.bar.disable:

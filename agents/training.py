@@ -24,7 +24,7 @@ from agents.evaluation import run_episodes
 from agents.finite_guard import FiniteGuard
 from agents.frame_replay import FrameReplayBuffer
 from agents.frame_store import FrameSnapshots
-from agents.interrupts import Interrupted, stop_requests
+from agents.interrupts import FINISHING_EPISODE, Interrupted, stop_requests
 from agents.network_specs import network_spec
 from agents.progress import Progress
 from agents.replay import ReplayBuffer
@@ -212,7 +212,8 @@ class Trainer:
             try:
                 for iteration in range(first, iterations + 1):
                     obs, just_reset = self.iterate(iteration, obs, just_reset, clock, progress)
-                    requests.check()
+                    if requests.check(self.global_step, self.mid_episode(just_reset)):
+                        progress.note(FINISHING_EPISODE)
                     if self.stopped:
                         break
                 progress.finish(self.global_step)
@@ -265,6 +266,10 @@ class Trainer:
             just_reset = np.zeros(n_envs, dtype=bool)
             self.buffer.end_episodes()
         return state["iteration"] + 1, obs, just_reset
+
+    def mid_episode(self, just_reset: np.ndarray) -> bool:
+        """One env, inside an episode: a snapshot here would not resume exactly."""
+        return self.run_cfg.num_envs == 1 and not bool(just_reset.all())
 
     def snapshot_due(self, just_reset: np.ndarray) -> bool:
         """Past the next snapshot step, and (one env) at an episode boundary."""

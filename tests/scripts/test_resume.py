@@ -27,7 +27,8 @@ from agents.plotting import read_scalars
 
 MODULE = "qnorm_killer_env"
 ENV_ID = f"{MODULE}:KillerCartPole-v0"
-# CartPole; the first env made in the process SIGKILLs it at the step QNORM_KILL_AT names.
+# CartPole; the first env made in the process sends itself QNORM_SIGNAL (SIGKILL unless
+# named) at the step QNORM_KILL_AT names.
 SOURCE = """\
 import os
 import signal
@@ -42,13 +43,14 @@ class KillerCartPole(CartPoleEnv):
     def __init__(self, render_mode=None):
         super().__init__(render_mode=render_mode)
         self.kill_at = int(os.environ.get("QNORM_KILL_AT", "0")) if not MADE else 0
+        self.signal = getattr(signal, os.environ.get("QNORM_SIGNAL", "SIGKILL"))
         self.steps = 0
         MADE.append(self)
 
     def step(self, action):
         self.steps += 1
         if self.steps == self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
         return super().step(action)
 
 
@@ -108,6 +110,23 @@ def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(
 ):
     kill_at = kill_and_resume(FLAGS, killer_env, tmp_path / "run")
     assert_same_run(tmp_path / "run", uninterrupted, kill_at)
+
+
+@pytest.mark.parametrize("draw", range(2))
+def test_a_run_stopped_by_ctrl_c_ends_its_episode_and_resumes_bit_for_bit(
+    killer_env, uninterrupted, tmp_path, draw
+):
+    run_dir = tmp_path / "run"
+    stop_at = random.Random().randint(1200, 4500)
+    ctrl_c = {**killer_env, "QNORM_KILL_AT": str(stop_at), "QNORM_SIGNAL": "SIGINT"}
+    stopped = run_script(TRAIN, *FLAGS, "--run-dir", run_dir, env=ctrl_c)
+    assert stopped.returncode == 130, f"Ctrl-C at {stop_at}: {stopped.stderr}"
+    # The run went on to the end of its episode, so its snapshot is at a boundary.
+    state = json.loads((run_dir / "state" / "state.json").read_text())
+    assert state["env"]["at_boundary"], stop_at
+    assert "inside an episode" not in stopped.stderr
+    assert_clean_success(run_script(TRAIN, "--resume", run_dir, env=killer_env))
+    assert_same_run(run_dir, uninterrupted, stop_at)
 
 
 def test_an_n_step_run_resumes_bit_for_bit(killer_env, tmp_path):
