@@ -207,7 +207,8 @@ class Trainer:
         iteration = first - 1  # a resumed run with no steps left runs no iteration
         progress = Progress(iterations * n_envs, self.run_cfg.progress, initial=self.global_step)
         clock = (time.perf_counter(), self.global_step)  # this process's start, for SPS
-        # Ctrl-C or SIGTERM: finish the step, save a snapshot and the final checkpoint, stop.
+        # Ctrl-C or SIGTERM: finish the step (Ctrl-C: the episode), save a snapshot and the
+        # final checkpoint, stop (agents.interrupts has the rules).
         with stop_requests() as requests:
             try:
                 for iteration in range(first, iterations + 1):
