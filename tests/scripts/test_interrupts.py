@@ -41,6 +41,8 @@ def test_a_signal_saves_the_final_checkpoint_and_exits_with_its_status(
         # A stop inside an episode says the resumed run will start a fresh one there.
         if not env["at_boundary"]:
             assert lines.pop().startswith("the snapshot is inside an episode: ")
+        else:
+            assert "inside an episode" not in ran.stderr
     else:
         assert len(signals) == 2, ran.stderr
     said = lines[-1]
