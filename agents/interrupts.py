@@ -36,7 +36,7 @@ class Interrupted(BaseException):
         self.step: int | None = None
         self.checkpoint: Path | None = None
         self.snapshot: Path | None = None
-        self.mid_episode = False  # the snapshot was taken inside an episode
+        self.fresh_episodes_on_resume = False  # the snapshot was taken inside an episode
 
     def __reduce__(self):  # picklable, so a study's worker process can hand it back
         return (type(self), (self.signum, self.clean))
@@ -54,7 +54,7 @@ class Interrupted(BaseException):
 
     def resume_note(self) -> str | None:
         """What a resume from this stop's snapshot will not repeat, if anything."""
-        if self.snapshot is None or not self.mid_episode:
+        if self.snapshot is None or not self.fresh_episodes_on_resume:
             return None
         return (
             "the snapshot is inside an episode: a resumed run starts a fresh episode there, "

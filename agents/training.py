@@ -213,7 +213,9 @@ class Trainer:
             try:
                 for iteration in range(first, iterations + 1):
                     obs, just_reset = self.iterate(iteration, obs, just_reset, clock, progress)
-                    if requests.check(self.global_step, self.mid_episode(just_reset)):
+                    if requests.received and requests.check(
+                        self.global_step, self.mid_episode(just_reset)
+                    ):
                         progress.note(FINISHING_EPISODE)
                     if self.stopped:
                         break
@@ -223,7 +225,7 @@ class Trainer:
                 stop.step, stop.checkpoint = self.global_step, self.save("final")
                 if stop.clean and self.write_state(iteration, obs, just_reset):
                     stop.snapshot = snapshot_dir(self.run_dir)
-                    stop.mid_episode = not bool(just_reset.all())
+                    stop.fresh_episodes_on_resume = not bool(just_reset.all())
                 raise
             finally:
                 progress.close()

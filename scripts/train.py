@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, resume=resume)
     except Interrupted as stop:
         print(stop.message(), file=sys.stderr)
-        if stop.resume_note():
-            print(stop.resume_note(), file=sys.stderr)
+        note = stop.resume_note()
+        if note:
+            print(note, file=sys.stderr)
         if stop.snapshot is not None:
             this = shlex.quote(_shown_path(Path(__file__).resolve()))
             run = shlex.quote(str(stop.snapshot.parent))
