@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -25,7 +26,16 @@ def load_events(run_dir: str | Path) -> EventAccumulator:
     if not any(run_dir.glob("events.out.tfevents.*")):
         raise QnormError(f"{run_dir} holds no TensorBoard event files")
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
+    # A resumed run's events restart at its snapshot's step, and TensorBoard drops the first
+    # process's later events (what the run intends) with a warning about "a TensorFlow
+    # restart" each time: quiet here, where it would only puzzle.
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)
+    try:
+        events.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
     return events
 
 
