@@ -53,9 +53,21 @@ def main(argv: list[str] | None = None) -> int:
         recalibrate=args.recalibrate,
         recalibrate_from=args.recalibrate_from,
     )
+    summary = summarize(policy, result, args.env_id)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    report(summary, result)
+    if args.video:
+        print(f"videos: {args.video}")
+    return 0
+
+
+def summarize(policy, result, env_id: str | None) -> dict:
+    """Everything the evaluation found, as the JSON object ``--json`` prints."""
     better = better_checkpoint(policy.path)
-    summary = {
-        "env_id": args.env_id or policy.env_id,
+    return {
+        "env_id": env_id or policy.env_id,
         "checkpoint": str(policy.path),
         "checkpoint_name": policy.path.name,  # final, best, or the step of a periodic one
         "step": policy.step,
@@ -72,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         "better_in_run": None if better is None else {"checkpoint": str(better[0]), **better[1]},
         "recalibrated": result.recalibration,
     }
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    name = policy.path.name
-    print(f"{summary['env_id']}: {policy.path} (step {policy.step}, norm {policy.spec.norm})")
+
+
+def report(summary: dict, result) -> None:
+    """The evaluation in a few lines for a person."""
+    print(
+        f"{summary['env_id']}: {summary['checkpoint']} (step {summary['step']}, "
+        f"norm {summary['norm']})"
+    )
     print(
         f"mean return {result.mean_return:.2f} +/- {result.std_return:.2f} "
         f"over {len(result.returns)} episodes"
@@ -90,36 +105,50 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result.returns)} episodes (their last observations: --json)"
     )
     if result.recalibration is not None:
-        done = result.recalibration
-        source = (
-            f"the policy's own episodes (seed {done['seed']})"
-            if done["source"] == "policy"
-            else f"the run's replay memory (snapshot at step {done['snapshot_step']:,})"
-        )
-        print(
-            f"running statistics of {done['modules']} layer(s) recomputed first from "
-            f"{done['states']} states of {source}"
-            if done["modules"]
-            else "no BatchNorm layers: nothing to recalibrate"
-        )
+        print(recalibration_text(result.recalibration))
+    choice = checkpoint_choice_text(summary)
+    if choice:
+        print(choice)
+
+
+def recalibration_text(done: dict) -> str:
+    """Which running statistics were recomputed, and from what states."""
+    if not done["modules"]:
+        return "no BatchNorm layers: nothing to recalibrate"
+    source = (
+        f"the policy's own episodes (seed {done['seed']})"
+        if done["source"] == "policy"
+        else f"the run's replay memory (snapshot at step {done['snapshot_step']:,})"
+    )
+    return (
+        f"running statistics of {done['modules']} layer(s) recomputed first from "
+        f"{done['states']} states of {source}"
+    )
+
+
+def checkpoint_choice_text(summary: dict) -> str:
+    """Which of the run's checkpoints this was, and whether a better one exists (empty when
+    training recorded no evaluation to compare)."""
+    name, mine, better = (
+        summary["checkpoint_name"],
+        summary["training_evaluation"],
+        summary["better_in_run"],
+    )
     if better is not None:
-        path, record = better
-        mine = summary["training_evaluation"]
-        print(
+        path = better["checkpoint"]
+        return (
             f"this is the run's {name!r} checkpoint; a better one exists: {path} (step "
-            f"{record['step']:,}) scored {record['mean_return']:.2f} in training's greedy "
-            f"evaluation ({record['episodes']} episodes)"
+            f"{better['step']:,}) scored {better['mean_return']:.2f} in training's greedy "
+            f"evaluation ({better['episodes']} episodes)"
             + (f", this one {mine['mean_return']:.2f}" if mine else "")
             + f"; evaluate it with: python scripts/evaluate.py {path}"
         )
-    elif summary["training_evaluation"] is not None:
-        print(
+    if mine is not None:
+        return (
             f"this is the run's {name!r} checkpoint; no other checkpoint of the run scored "
             "higher in training's greedy evaluation"
         )
-    if args.video:
-        print(f"videos: {args.video}")
-    return 0
+    return ""
 
 
 if __name__ == "__main__":
