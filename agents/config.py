@@ -282,7 +282,18 @@ def coerce(hint, value, name: str):
 
 def validate(config: TrainConfig) -> None:
     """Raise QnormError for any setting that cannot train, before anything runs."""
+    _check_counts(config.run, config.dqn)
+    _check_rates(config.dqn)
+    _check_network(config.network)
     run, dqn = config.run, config.dqn
+    if dqn.joint_target and dqn.bn_mode != "joint":
+        raise QnormError("joint_target needs bn_mode joint (the standard mode has its target)")
+    if run.stop_when_solved and not run.eval_freq:
+        raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
+
+
+def _check_counts(run: RunConfig, dqn: DQNConfig) -> None:
+    """Step counts, sizes and frequencies."""
     positive = {
         "total_timesteps": run.total_timesteps,
         "num_envs": run.num_envs,
@@ -314,6 +325,10 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(
             f"buffer_size {dqn.buffer_size} is smaller than batch_size {dqn.batch_size}"
         )
+
+
+def _check_rates(dqn: DQNConfig) -> None:
+    """Discount, exploration, step sizes and the optimizer's settings."""
     unit_interval = {
         "gamma": dqn.gamma,
         "exploration_initial_eps": dqn.exploration_initial_eps,
@@ -332,26 +347,24 @@ def validate(config: TrainConfig) -> None:
         raise QnormError(f"adam_beta1 must be in [0, 1), got {dqn.adam_beta1}")
     if dqn.weight_decay < 0:
         raise QnormError(f"weight_decay must be zero or positive, got {dqn.weight_decay}")
-    if not 0.0 <= config.network.norm_momentum <= 1.0:
+    if not dqn.max_grad_norm >= 0:
         raise QnormError(
-            f"norm_momentum must be in (0, 1], or 0 for the norm's own, "
-            f"got {config.network.norm_momentum}"
+            f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"
         )
-    net = config.network
+
+
+def _check_network(net: NetworkConfig) -> None:
+    """Widths and the norms' settings."""
+    if not 0.0 <= net.norm_momentum <= 1.0:
+        raise QnormError(
+            f"norm_momentum must be in (0, 1], or 0 for the norm's own, got {net.norm_momentum}"
+        )
     if net.renorm_rmax < 1.0 or net.renorm_dmax < 0 or net.renorm_warmup < 0:
         raise QnormError(
             "batchrenorm needs renorm_rmax >= 1, renorm_dmax >= 0 and renorm_warmup >= 0, got "
             f"{net.renorm_rmax}, {net.renorm_dmax} and {net.renorm_warmup}"
         )
-    if not dqn.max_grad_norm >= 0:
-        raise QnormError(
-            f"max_grad_norm must be positive, or 0 for no clipping, got {dqn.max_grad_norm}"
-        )
-    if dqn.joint_target and dqn.bn_mode != "joint":
-        raise QnormError("joint_target needs bn_mode joint (the standard mode has its target)")
-    if run.stop_when_solved and not run.eval_freq:
-        raise QnormError("stop_when_solved needs evaluations: set eval_freq above 0")
-    if not config.network.hidden_sizes or min(config.network.hidden_sizes) < 1:
+    if not net.hidden_sizes or min(net.hidden_sizes) < 1:
         raise QnormError("hidden_sizes needs at least one positive width")
-    if config.network.norm_groups < 1:
-        raise QnormError(f"norm_groups must be positive, got {config.network.norm_groups}")
+    if net.norm_groups < 1:
+        raise QnormError(f"norm_groups must be positive, got {net.norm_groups}")
