@@ -135,14 +135,22 @@ class FrameReplayBuffer:
         self.terminated = torch.zeros(slots, dtype=torch.bool)
         self.truncated = torch.zeros(slots, dtype=torch.bool)
         self._records = {name: getattr(self, name).numpy() for name in RECORDS}
-        # the sampleable slots: the first _count entries of _valid, in any order, and each
-        # slot's index there (-1 when not sampleable), so adding and dropping one is O(1)
+        self._init_sampleable(slots)
+        self._init_rings(layout.ring_sizes, frame_shape)
+        self.generator = torch.Generator().manual_seed(seed)  # host draws: same on every device
+
+    def _init_sampleable(self, slots: int) -> None:
+        """The sampleable slots: the first ``_count`` entries of ``_valid``, in any order,
+        and each slot's index there (-1 when not sampleable), so adding and dropping one
+        is O(1)."""
         self._valid = torch.empty(slots, dtype=torch.int64)
         self._valid_host = self._valid.numpy()
         self._where = np.full(slots, -1, dtype=np.int64)
         self._where_t = torch.from_numpy(self._where)  # the same memory, for sampling
         self._count = 0
-        sizes = layout.ring_sizes
+
+    def _init_rings(self, sizes: tuple[int, ...], frame_shape: tuple[int, ...]) -> None:
+        """Each env's ring of frames (its size and first slot) and its stream's state."""
         self._sizes = sizes
         self._bases = tuple(int(b) for b in np.cumsum((0, *sizes[:-1])))
         self._sizes_t = torch.tensor(sizes, dtype=torch.int64)
@@ -152,7 +160,6 @@ class FrameReplayBuffer:
         self._written = [0] * self.num_envs  # frames each env's stream has written so far
         self._starts = np.ones(self.num_envs, dtype=bool)  # its next transition starts an episode
         self._last = np.zeros((self.num_envs, *frame_shape), dtype=self.obs_dtype)
-        self.generator = torch.Generator().manual_seed(seed)  # host draws: same on every device
 
     def _check_memory(self) -> None:
         what = f"a frame replay buffer of {self.capacity:,} transitions"

@@ -118,10 +118,19 @@ AGGREGATE_METRICS = ("Median", "IQM", "Mean", "Optimality Gap")
 
 def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> None:
     """rliable's interval estimates of four aggregate metrics, and performance profiles,
-    of normalized final returns (``scores``: variant -> runs x envs)."""
-    from rliable import library, metrics, plot_utils
-
+    of normalized final returns (``scores``: variant -> runs x envs), as two PNGs beside
+    ``path``."""
     plt = pyplot()
+    colours = {v: COLOURS.get(v, "#888888") for v in scores}
+    fig = _aggregates_figure(scores, colours, reps)
+    _save(fig, path.with_name(path.stem + "_aggregates.png"), plt)
+    fig = _profiles_figure(scores, colours, reps, plt)
+    _save(fig, path.with_name(path.stem + "_profiles.png"), plt)
+
+
+def _aggregates_figure(scores: dict[str, np.ndarray], colours: dict[str, str], reps):
+    """Median, IQM, mean and optimality gap with their stratified bootstrap intervals."""
+    from rliable import metrics, plot_utils
 
     def aggregates(x):
         return np.array(
@@ -134,11 +143,6 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
         )
 
     points, intervals = stats.interval_estimates(scores, aggregates, reps, seed=0)
-    taus = np.linspace(-0.25, 1.25, 61)
-    profiles, profile_cis = stats.interval_estimates(  # rliable's score-distribution profile
-        scores, lambda x: library.score_distributions(x, taus), reps, seed=1
-    )
-    colours = {v: COLOURS.get(v, "#888888") for v in scores}
     fig, _ = plot_utils.plot_interval_estimates(
         points,
         intervals,
@@ -150,7 +154,17 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
     )
     for ax in fig.axes:  # three ticks a panel: rliable's default crowds the panels' edges
         ax.xaxis.set_major_locator(MaxNLocator(3))
-    _save(fig, path.with_name(path.stem + "_aggregates.png"), plt)
+    return fig
+
+
+def _profiles_figure(scores: dict[str, np.ndarray], colours: dict[str, str], reps, plt):
+    """rliable's score-distribution profiles, one line and band per variant."""
+    from rliable import library, plot_utils
+
+    taus = np.linspace(-0.25, 1.25, 61)
+    profiles, profile_cis = stats.interval_estimates(
+        scores, lambda x: library.score_distributions(x, taus), reps, seed=1
+    )
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_utils.plot_performance_profiles(
         profiles,
@@ -165,7 +179,7 @@ def plot_across_envs(path: Path, scores: dict[str, np.ndarray], reps=None) -> No
     )
     labels = [f"{v} (n={len(scores[v])})" for v in profiles]  # the lines, not their bands
     ax.legend(ax.get_lines()[: len(labels)], labels, fontsize=8, loc="lower left")
-    _save(fig, path.with_name(path.stem + "_profiles.png"), plt)
+    return fig
 
 
 def _save(fig, path: Path, plt) -> None:
