@@ -81,40 +81,50 @@ def train(
     envs = make_vector_env(config.run.env_id, config.run.num_envs)
     eval_env, flush = None, False
     try:
-        family = env_family(config.run.env_id)
-        spec = network_spec(
-            config,
-            envs.single_observation_space,
-            int(envs.single_action_space.n),
-            family.conv_preset,
-        )
-        torch.set_num_threads(config.run.torch_threads)
         flush = config.run.flush_denormal and device.type == "cpu"
         if flush:  # process-wide in torch: switched back off when the run ends
             torch.set_flush_denormal(True)
-        agent = DQNAgent(spec, config.dqn, device, seed=config.run.seed)
+        agent = _build_agent(config, envs, device)
         eval_env = make_env(config.run.env_id) if config.run.eval_freq else None
         if config.run.stop_when_solved:
             should_stop = _solved_rule(config.run.env_id, should_stop)
-        if not resume:
-            run_dir = create_run_dir(config)
-            try:
-                return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
-            finally:
-                unlock_run_dir(run_dir)
-        run_dir = Path(config.run.run_dir)
-        lock_run_dir(run_dir)
-        try:
-            check_writable(run_dir)
-            return _resume(config, envs, eval_env, agent, run_dir, should_stop)
-        finally:
-            unlock_run_dir(run_dir)
+        return _start_or_resume(config, envs, eval_env, agent, should_stop, resume)
     finally:
         if flush:
             torch.set_flush_denormal(False)
         envs.close()
         if eval_env is not None:
             eval_env.close()
+
+
+def _build_agent(config: TrainConfig, envs, device: torch.device) -> DQNAgent:
+    """The agent whose network fits the env's spaces, on ``device``."""
+    spec = network_spec(
+        config,
+        envs.single_observation_space,
+        int(envs.single_action_space.n),
+        env_family(config.run.env_id).conv_preset,
+    )
+    torch.set_num_threads(config.run.torch_threads)
+    return DQNAgent(spec, config.dqn, device, seed=config.run.seed)
+
+
+def _start_or_resume(config, envs, eval_env, agent, should_stop, resume: bool) -> TrainResult:
+    """Train in a new run directory, or continue the one in ``config.run.run_dir``; the
+    directory is locked while it trains."""
+    if not resume:
+        run_dir = create_run_dir(config)
+        try:
+            return Trainer(config, envs, eval_env, agent, run_dir, should_stop).run()
+        finally:
+            unlock_run_dir(run_dir)
+    run_dir = Path(config.run.run_dir)
+    lock_run_dir(run_dir)
+    try:
+        check_writable(run_dir)
+        return _resume(config, envs, eval_env, agent, run_dir, should_stop)
+    finally:
+        unlock_run_dir(run_dir)
 
 
 def _resume(config, envs, eval_env, agent, run_dir: Path, should_stop) -> TrainResult:
