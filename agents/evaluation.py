@@ -191,6 +191,26 @@ def evaluate_checkpoint(
     with ``recalibrate_from="replay"`` the newest states of the run's replay memory (from its
     training-state snapshot).
     """
+    _check_arguments(episodes, recalibrate, recalibrate_from)
+    policy = load_policy(path)
+    if env_id is None:
+        refuse_module_import(policy.env_id)
+    env = make_eval_env(env_id or policy.env_id, video_dir)
+    try:
+        check_env_matches(env, policy.obs_shape, policy.spec.num_actions)
+        recalibration = None
+        if recalibrate:
+            source = env_id or policy.env_id
+            recalibration = _recalibrate(policy, source, recalibrate, recalibrate_from, seed)
+        net = fold_batchnorm(policy.network) if fold else policy.network
+        result = run_episodes(net, env, episodes, seed)
+        result.recalibration = recalibration
+        return policy, result
+    finally:
+        env.close()
+
+
+def _check_arguments(episodes: int, recalibrate: int, recalibrate_from: str) -> None:
     if episodes < 1:
         raise QnormError(f"episodes must be positive, got {episodes}")
     if recalibrate < 0 or recalibrate == 1:
@@ -199,23 +219,11 @@ def evaluate_checkpoint(
         raise QnormError(
             f"recalibrate from one of {', '.join(RECALIBRATION_SOURCES)}, not {recalibrate_from!r}"
         )
-    policy = load_policy(path)
-    if env_id is None:
-        refuse_module_import(policy.env_id)
-    env = make_eval_env(env_id or policy.env_id, video_dir)
-    try:
-        check_env_matches(env, policy.obs_shape, policy.spec.num_actions)
-        recalibration = None
-        if recalibrate and recalibrate_from == "replay":
-            recalibration = recalibrate_from_replay(policy, recalibrate)
-        elif recalibrate:
-            shifted = seed + RECALIBRATION_SEED_OFFSET
-            recalibration = recalibrate_on_policy(
-                policy, env_id or policy.env_id, recalibrate, shifted
-            )
-        net = fold_batchnorm(policy.network) if fold else policy.network
-        result = run_episodes(net, env, episodes, seed)
-        result.recalibration = recalibration
-        return policy, result
-    finally:
-        env.close()
+
+
+def _recalibrate(policy: Policy, env_id: str, states: int, source: str, seed: int) -> dict:
+    """Recompute the running statistics from ``states`` states: the newest of the run's
+    replay memory, or the policy's own (its episodes seeded apart from the evaluation's)."""
+    if source == "replay":
+        return recalibrate_from_replay(policy, states)
+    return recalibrate_on_policy(policy, env_id, states, seed + RECALIBRATION_SEED_OFFSET)
