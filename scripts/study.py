@@ -4,6 +4,7 @@ python scripts/study.py --quick                       # a small study, a few min
 python scripts/study.py --protocol minatar            # MinAtar Breakout and SpaceInvaders, 500k
 python scripts/study.py                               # every env, variant and 5 seeds
 python scripts/study.py --ray-address auto            # the same grid on a Ray cluster
+python scripts/study.py --protocol minatar --per-run  # each run's numbers, from its results
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import argparse
 import sys
 
 from agents.cli import ArgumentParser, parse_settings, run_main
-from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
+from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS, cells
+from agents.study.per_run import LAST_EVALUATIONS, markdown_table, read_run_numbers
 from agents.study.stats import BOOTSTRAP_REPS
 from agents.study.study import PROTOCOLS, StudySpec, run_study
 
@@ -62,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and plots")
     p.add_argument(
+        "--per-run",
+        action="store_true",
+        help="only print each recorded run's final and best return, the mean of its last "
+        f"{LAST_EVALUATIONS} evaluations and its AUC, from the results' runs.csv",
+    )
+    p.add_argument(
         "--rerun",
         action="store_true",
         help="run the chosen cells again though finished (e.g. after a new tuned preset); "
@@ -81,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
         cli.error("--bootstrap-reps must be at least 1")
-    if args.rerun and args.aggregate_only:
-        cli.error("--rerun trains: it cannot go with --aggregate-only")
+    if args.rerun and (args.aggregate_only or args.per_run):
+        cli.error("--rerun trains: it cannot go with --aggregate-only or --per-run")
     grid = {"envs": list(ENVS), "variants": list(DEFAULT_VARIANTS), "seeds": 5}
     grid.update(PROTOCOLS.get(args.protocol, {}))
     spec = StudySpec(
@@ -102,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.workers:
         spec.workers = args.workers
+    if args.per_run:
+        seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
+        grid = cells(spec.envs, spec.variants, seeds)
+        print(markdown_table(read_run_numbers(spec.results_root / "runs.csv", grid)), end="")
+        return 0
     run_study(spec, train=not args.aggregate_only, rerun=args.rerun)
     return 0
 

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from script_helpers import REPO, STUDY, assert_clean_success, run_script
+from script_helpers import REPO, STUDY, assert_clean_success, assert_one_error_line, run_script
 
-from agents.study.grid import DEFAULT_VARIANTS, ENVS
+from agents.study.aggregate import write_runs_csv
+from agents.study.grid import DEFAULT_VARIANTS, ENVS, Cell
 from agents.study.study import DIAGNOSIS, HOLDING, MINATAR, QUICK
 
 
@@ -106,6 +107,27 @@ def test_rerun_reaches_the_study_and_refuses_aggregate_only(study_script, capsys
         study_script.main(["--aggregate-only", "--rerun"])
     assert stop.value.code == 2
     assert "error: --rerun trains: it cannot go with --aggregate-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        study_script.main(["--per-run", "--rerun"])
+    assert stop.value.code == 2
+    assert "cannot go with --aggregate-only or --per-run" in capsys.readouterr().err
+
+
+def test_per_run_prints_the_recorded_runs_and_trains_nothing(study_script, tmp_path, capsys):
+    write_runs_csv(
+        tmp_path / "tiny" / "runs.csv",
+        {Cell("CartPole-v1", "none", 0): [(100, 9.0), (200, 12.5)]},
+    )
+    flags = ["--name", "tiny", "--envs", "CartPole-v1", "--variants", "none", "batchnorm"]
+    assert study_script.main([*flags, "--results-dir", str(tmp_path), "--per-run"]) == 0
+    assert study_script.calls == []
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2:] == ["| CartPole-v1 | none | 0 | 12.5 | 12.5 (200) | 10.8 | 10.8 | 2 |"]
+
+
+def test_per_run_without_results_is_one_error_line(tmp_path):
+    ran = run_script(STUDY, "--name", "tiny", "--results-dir", str(tmp_path), "--per-run")
+    assert "no runs recorded in" in assert_one_error_line(ran)
 
 
 # A study cell that trains for about a second and evaluates twice.
