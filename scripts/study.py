@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from agents.cli import ArgumentParser, parse_settings, run_main
-from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS, cells
+from agents.study.grid import DEFAULT_VARIANTS, ENVS, VARIANTS
 from agents.study.per_run import LAST_EVALUATIONS, markdown_table, read_run_numbers
 from agents.study.stats import BOOTSTRAP_REPS
 from agents.study.study import PROTOCOLS, StudySpec, run_study
@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         spec.workers = args.workers
     if args.per_run:
-        seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
-        grid = cells(spec.envs, spec.variants, seeds)
-        print(markdown_table(read_run_numbers(spec.results_root / "runs.csv", grid)), end="")
+        rows = read_run_numbers(spec.results_root / "runs.csv", spec.grid())
+        print(markdown_table(rows), end="")
         return 0
     run_study(spec, train=not args.aggregate_only, rerun=args.rerun)
     return 0

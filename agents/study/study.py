@@ -174,6 +174,11 @@ class StudySpec:
         """Where runs.csv, tables.md and the PNGs go."""
         return Path(self.out) if self.out else Path(self.results_dir) / self.name
 
+    def grid(self) -> list[Cell]:
+        """Every cell: each env x variant x seed."""
+        seeds = list(range(self.first_seed, self.first_seed + self.seeds))
+        return cells(self.envs, self.variants, seeds)
+
 
 def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = False) -> dict:
     """Run every unfinished cell (unless ``train`` is False), then aggregate all finished.
@@ -182,8 +187,7 @@ def run_study(spec: StudySpec, report=print, train: bool = True, rerun: bool = F
     already holds its curve (committed results let a study resume on a fresh machine),
     unless it is asked to run again (``rerun``, see ``agents.study.reruns``).
     """
-    seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
-    grid = cells(spec.envs, spec.variants, seeds)
+    grid = spec.grid()
     if train and spec.overrides.get("run.tuned_preset"):
         check_tuned(spec.envs, spec.variants)
     if train:
