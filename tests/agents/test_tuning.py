@@ -345,17 +345,24 @@ def test_a_trial_cut_short_by_a_signal_is_failed_and_not_counted(tmp_path, monke
     assert fixed[2] == fixed[0] != fixed[1]
 
 
+# These tests draw points with study.ask(), which Optuna warns about on a storage with
+# heartbeats (they run inside Study.optimize, as tune() does); the draws are what they check.
+ASKS_DIRECTLY = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
 def first_points(spec, workers: int) -> list[dict]:
     """The first point each of ``workers`` processes' samplers draws on one shared study."""
     studies = [open_study(spec) for _ in range(workers)]  # all open before any trial exists
     return [sample(study.ask(), space_for(spec.variant)) for study in studies]
 
 
+@ASKS_DIRECTLY
 def test_workers_sharing_a_study_draw_different_points(tmp_path):
     one, other = first_points(spec_in(tmp_path, 2), workers=2)
     assert one != other
 
 
+@ASKS_DIRECTLY
 def test_a_seeded_tuning_is_reproducible_and_a_resumed_one_does_not_replay(tmp_path):
     seeded = [replace(spec_in(tmp_path / name, 2), sampler_seed=5) for name in ("a", "b")]
     first = first_points(seeded[0], 1)
@@ -364,6 +371,7 @@ def test_a_seeded_tuning_is_reproducible_and_a_resumed_one_does_not_replay(tmp_p
     assert resumed != first
 
 
+@ASKS_DIRECTLY
 def test_every_tuning_starts_at_the_env_preset_then_with_the_diagnosis_fixes(tmp_path):
     """Every variant's first trials are its env's preset, then the preset with the fixes the
     diagnosis found, so all start from the same points."""
